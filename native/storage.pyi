@@ -1,0 +1,186 @@
+"""Type stubs for flowstate.native.storage (compiled from storage.pyx).
+
+The storage engine of one partition: typed tables in C memory, hash and
+ordered indexes, materialized views and the undo log. See storage.pyx for
+the design and invariants.
+
+Keys: a primary key, unique index or ordered index over ONE column takes
+the bare value as its key (``t.get(42)``); over several columns it takes a
+tuple (``v.get((3, "CA"))``). Ordered-index lookups and range bounds may be
+a prefix of the index columns (a shorter tuple, or a bare value for the
+first column).
+
+Rows are returned as instances of the table's ``Row`` class, a namedtuple
+whose fields are the column names in lower case: ``row.num_votes``,
+``row[1]`` and ``a, b, c = row`` all work.
+
+Every write is atomic: a write that fails (bad value, uniqueness) raises a
+``flowstate.errors.ConstraintError`` subclass and leaves no trace. Inside
+``Store.begin()`` … ``commit()``/``rollback()`` every change (indexes and
+views included) is recorded in the undo log; ``rollback()`` undoes them in
+reverse order. Outside a transaction each write commits on its own.
+"""
+
+from typing import Any, Iterator, Sequence
+
+import numpy
+
+from flowstate.types import Column
+
+Key = Any  # a bare value for one-column keys, a tuple for several
+
+
+class Store:
+    """All tables and views of one partition, and its undo log."""
+
+    tables: dict[str, "Table"]          # tables and views by lower-case name
+
+    def __init__(self) -> None: ...
+
+    def create_table(self, name: str, columns: Sequence[Column],
+                     primary_key: Sequence[str] | None = None) -> "Table":
+        """A new empty table. ``primary_key`` names NOT NULL columns."""
+
+    def create_index(self, table: str, name: str, columns: Sequence[str], *,
+                     unique: bool = False, ordered: bool = True) -> "Index":
+        """A new index on an existing table, filled from its current rows.
+
+        ``ordered=False`` declares a hash index (equality lookups only).
+        Raises UniqueViolationError if ``unique`` and the rows collide."""
+
+    def create_view(self, name: str, source: str, group_by: Sequence[str],
+                    aggregates: Sequence[tuple[str, str | None]],
+                    column_names: Sequence[str] | None = None) -> "Table":
+        """A materialized view ``SELECT g..., AGG(x)... FROM source GROUP BY g...``.
+
+        ``aggregates`` are (function, column) pairs, function one of
+        ``COUNT`` (column None for COUNT(*)), ``SUM``, ``MIN``, ``MAX``.
+        The view's columns are the group columns then one per aggregate,
+        named by ``column_names`` (default: the group column names then
+        ``count``, ``sum_x``, ...). Its primary key is the group columns.
+        A group's row disappears when its last source row does."""
+
+    def drop(self, name: str) -> None:
+        """Drop a table (with its indexes and views) or a view."""
+
+    # transactions
+    in_transaction: bool
+
+    def begin(self) -> None:
+        """Start recording undo. Raises if a transaction is already open."""
+
+    def commit(self) -> None:
+        """Make the transaction's changes permanent and free its undo data."""
+
+    def rollback(self) -> None:
+        """Undo every change since begin(), newest first."""
+
+    def savepoint(self) -> int:
+        """A mark inside the open transaction to roll back to."""
+
+    def rollback_to(self, savepoint: int) -> None:
+        """Undo every change made after ``savepoint``."""
+
+    undo_size: int                      # records in the open transaction's undo log
+
+
+class Table:
+    """A table or a materialized view (views refuse writes)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    column_names: tuple[str, ...]       # lower case, in declaration order
+    primary_key: tuple[str, ...] | None
+    Row: type                           # the namedtuple class of this table's rows
+    indexes: dict[str, "Index"]         # by lower-case name; the primary key is "primary_key"
+    is_view: bool
+
+    def __len__(self) -> int: ...
+
+    # -- by primary key --------------------------------------------------
+    def get(self, key: Key) -> Any | None:
+        """The row with this primary key, or None."""
+
+    def insert(self, *values: Any, **named: Any) -> None:
+        """Insert one row: values in column order, or by column name.
+
+        Columns not given take their DEFAULT (or NULL). Raises
+        UniqueViolationError if the primary key or a unique index is taken."""
+
+    def upsert(self, *values: Any, **named: Any) -> bool:
+        """Insert the row, or replace the row with the same primary key.
+        Returns True if it inserted, False if it replaced."""
+
+    def update(self, key: Key, **changes: Any) -> Any | None:
+        """Change some columns of the row with this primary key (key
+        columns included). Returns the new row, or None if there is no
+        such row."""
+
+    def delete(self, key: Key) -> Any | None:
+        """Delete the row with this primary key. Returns the deleted row,
+        or None if there was none."""
+
+    def truncate(self) -> int:
+        """Delete every row (undoable). Returns how many."""
+
+    # -- scans -----------------------------------------------------------
+    def scan(self) -> Iterator[Any]:
+        """Every row, in storage order. Rows inserted during the scan may
+        or may not be seen; deleted rows are not."""
+
+    def column_array(self, name: str) -> numpy.ndarray:
+        """One column of every row (storage order) as a numpy array: int64,
+        float64, or object for DECIMAL/VARCHAR/VARBINARY/TIMESTAMP (None for
+        NULL). Integer/float columns with NULLs come back as float64 with NaN."""
+
+    def index(self, name: str) -> "Index": ...
+
+    # -- by row id (used by the SQL executor and tables without a key) ----
+    def insert_rowid(self, values: Sequence[Any]) -> int:
+        """Insert a full row (all columns in order); returns its row id."""
+
+    def read(self, rowid: int) -> Any:
+        """The row stored at ``rowid``. KeyError if there is none."""
+
+    def update_rowid(self, rowid: int, **changes: Any) -> Any:
+        """Change columns of the row at ``rowid``; returns the new row."""
+
+    def delete_rowid(self, rowid: int) -> Any:
+        """Delete the row at ``rowid``; returns it."""
+
+    def scan_rowids(self) -> list[int]:
+        """Row ids of every row, in storage order."""
+
+    memory_bytes: int                   # rows + indexes (+ view upkeep) in bytes
+
+
+class Index:
+    """A primary key, secondary or hidden index of one table."""
+
+    name: str
+    table: Table
+    columns: tuple[str, ...]
+    unique: bool
+    ordered: bool
+
+    def __len__(self) -> int: ...
+
+    def get(self, key: Key) -> Any | None:
+        """Unique indexes: the row with exactly this key, or None."""
+
+    def find(self, key: Key) -> list[Any]:
+        """Rows whose key equals ``key``; ordered indexes also take a
+        prefix of their columns. In key order for ordered indexes."""
+
+    def range(self, low: Key | None = None, high: Key | None = None, *,
+              low_inclusive: bool = True, high_inclusive: bool = True,
+              reverse: bool = False, limit: int = -1) -> list[Any]:
+        """Ordered indexes only: rows with low <= key <= high (bounds may be
+        prefixes, None is unbounded), ascending or, with ``reverse``,
+        descending, at most ``limit`` rows (-1: all)."""
+
+    def find_rowids(self, key: Key) -> list[int]: ...
+
+    def range_rowids(self, low: Key | None = None, high: Key | None = None, *,
+                     low_inclusive: bool = True, high_inclusive: bool = True,
+                     reverse: bool = False, limit: int = -1) -> list[int]: ...

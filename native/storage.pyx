@@ -1,0 +1,2091 @@
+# cython: language_level=3
+"""The storage engine of one partition: tables, indexes, views and undo.
+
+How it fits: a partition process owns one ``Store``. The catalog
+(flowstate.server.catalog) describes tables, indexes and views; the
+partition creates them here; procedures read and write through ``Table``
+and ``Index`` objects, one Python call per row operation or per scan.
+The API is described in ``storage.pyi``.
+
+Rows
+    A table keeps fixed-width rows in chunks of CHUNK_ROWS slots. A slot is
+    one state byte (FREE, LIVE, DEAD) followed by the row: a NULL bitmap
+    (only if some column is nullable; bit set = NULL) and then each column
+    at a fixed offset, unaligned. Integers, FLOAT and TIMESTAMP take their
+    natural width, DECIMAL 16 bytes (int128 scaled by 10**12). VARCHAR and
+    VARBINARY whose worst-case byte size is at most INLINE_MAX are stored
+    inline as one length byte plus the bytes; longer ones as a pointer to a
+    malloc'd block ``[uint32 length][bytes]`` owned by the row. A row id
+    is the slot number (uint32); it is stable while the row lives.
+
+Keys
+    Every index works on memcmp-ordered key encodings (``encode_cell``):
+    per column a marker byte (0x00 NULL, 0x01 value) then an
+    order-preserving image of the value: big-endian integers with the sign
+    bit flipped, IEEE doubles with the usual sign trick (-0.0 == 0.0),
+    int128 for DECIMAL, and strings/bytes with 0x00 escaped as 0x00 0xFF
+    and terminated by 0x00 0x00. Column encodings are self-delimiting, so
+    the encoding of a prefix of the columns is a byte prefix of the
+    encoding of the whole key: prefix lookups and range bounds are byte
+    prefixes.
+
+Indexes
+    * ``HashIndex`` (primary keys, unique hash indexes): linear probing over
+      64-bit slots holding (32-bit hash tag, row id); keys are not stored,
+      a tag match re-encodes the row's key to compare. Deletion shifts
+      entries back, so there are no tombstones.
+    * ``OrderedIndex`` (everything else): a std::set of encoded key + big-
+      endian row id. A non-unique index declared as hash is served by it
+      too (range scans stay refused on it).
+
+Undo
+    Every change of a table, including those of views and indexes, is a
+    record in the Store's undo log: INSERT (row id), DELETE (row id: the
+    slot stays DEAD, not FREE, until commit) and UPDATE (row id and the old
+    row image, which owns the old out-of-line values). Rollback applies
+    them newest first; commit frees DEAD slots and old images. Outside a
+    transaction every write statement is its own transaction.
+
+Invariants
+    1. A LIVE slot is in every index of its table (rows with a NULL in a
+       unique secondary index's columns are left out of that index:
+       NULLs are distinct in SQL). DEAD and FREE slots are in none.
+    2. Each out-of-line buffer has exactly one owner: a live or dead slot,
+       or one undo image.
+    3. A failed statement leaves no trace: uniqueness is checked before any
+       change, and anything that fails later (a view's SUM overflowing)
+       rolls back to the statement's savepoint.
+    4. A view's row for a group exists iff the source has rows in the
+       group, and its aggregates equal those recomputed from the source.
+"""
+
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free, calloc
+from libc.string cimport memcpy, memcmp, memset
+from libc.math cimport isnan
+from libcpp.string cimport string
+from libcpp.vector cimport vector
+from libcpp.set cimport set as cppset
+from cython.operator cimport dereference as deref, preincrement as inc, predecrement as dec
+from cpython.ref cimport PyObject, Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+from cpython.long cimport PyLong_Check
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
+from cpython.bytes cimport PyBytes_Check, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+
+import collections
+import datetime as _dt
+import decimal as _decimal
+
+import numpy as np
+
+from flowstate.errors import (ConstraintError, NotNullError, ReadOnlyError, TypeMismatchError,
+                              UniqueViolationError, ValueOutOfRangeError, ValueTooLongError)
+from flowstate.types import (Column, ColumnType, DECIMAL_CONTEXT, DECIMAL_SCALE, EPOCH,
+                             timestamp_to_micros)
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        object (*tp_alloc)(PyTypeObject*, Py_ssize_t)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+    long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
+
+cdef extern from "storage_support.h":
+    uint64_t fs_hash_bytes(const char* data, size_t n) nogil
+    void fs_int128_store(char* dst, int64_t hi, uint64_t lo) nogil
+    int64_t fs_int128_hi(const char* src) nogil
+    uint64_t fs_int128_lo(const char* src) nogil
+    int fs_int128_add_checked(const char* a, const char* b, char* out, int negate_b) nogil
+    int fs_int128_cmp(const char* a, const char* b) nogil
+    int fs_starts_with(const string& s, const string& prefix) nogil
+
+
+# -- constants ---------------------------------------------------------------
+
+cdef enum:
+    T_TINYINT = 1
+    T_SMALLINT = 2
+    T_INTEGER = 3
+    T_BIGINT = 4
+    T_FLOAT = 5
+    T_DECIMAL = 6
+    T_VARCHAR = 7
+    T_VARBINARY = 8
+    T_TIMESTAMP = 9
+
+cdef enum:
+    SLOT_FREE = 0
+    SLOT_LIVE = 1
+    SLOT_DEAD = 2
+
+cdef enum:
+    UNDO_INSERT = 1
+    UNDO_DELETE = 2
+    UNDO_UPDATE = 3
+
+cdef enum:
+    AGG_COUNT_STAR = 1
+    AGG_COUNT = 2
+    AGG_SUM = 3
+    AGG_MIN = 4
+    AGG_MAX = 5
+
+DEF CHUNK_SHIFT = 14
+DEF CHUNK_ROWS = 16384
+DEF INLINE_MAX = 63
+cdef uint32_t NO_ROW = 0xFFFFFFFF
+cdef uint64_t EMPTY_SLOT = 0xFFFFFFFFFFFFFFFF
+cdef uint32_t MAX_ROWID = 0xFFFFFFFE
+
+_INT_RANGES = {
+    T_TINYINT: (-(2**7), 2**7 - 1),
+    T_SMALLINT: (-(2**15), 2**15 - 1),
+    T_INTEGER: (-(2**31), 2**31 - 1),
+    T_BIGINT: (-(2**63), 2**63 - 1),
+}
+_DECIMAL_LIMIT = 10**38
+_MASK64 = (1 << 64) - 1
+
+
+cdef struct ColMeta:
+    int type
+    int offset           # byte offset of the value inside the row
+    int width            # bytes the value takes inside the row
+    int capacity         # VARCHAR/VARBINARY: largest value in bytes
+    int max_chars        # VARCHAR counted in characters: n, else -1
+    bint inline_value    # VARCHAR/VARBINARY stored inside the row
+    bint nullable
+    int null_byte
+    uint8_t null_mask
+    int64_t min_int
+    int64_t max_int
+
+
+cdef struct Cell:
+    bint null
+    int64_t i
+    double f
+    int64_t dhi
+    uint64_t dlo
+    const char* p
+    Py_ssize_t n
+
+
+cdef struct UndoRec:
+    uint8_t op
+    uint32_t table_id
+    uint32_t rowid
+    size_t image_off
+    size_t images_mark
+
+
+# -- small helpers -------------------------------------------------------------
+
+cdef str _short(object v):
+    r = repr(v)
+    if len(r) > 60:
+        r = r[:57] + "..."
+    return r
+
+
+cdef inline int64_t _read_int(const char* p, int width) noexcept nogil:
+    cdef int8_t a
+    cdef int16_t b
+    cdef int32_t c
+    cdef int64_t d
+    if width == 8:
+        memcpy(&d, p, 8)
+        return d
+    if width == 4:
+        memcpy(&c, p, 4)
+        return c
+    if width == 2:
+        memcpy(&b, p, 2)
+        return b
+    memcpy(&a, p, 1)
+    return a
+
+
+cdef inline void _write_int(char* p, int width, int64_t v) noexcept nogil:
+    cdef int8_t a
+    cdef int16_t b
+    cdef int32_t c
+    if width == 8:
+        memcpy(p, &v, 8)
+    elif width == 4:
+        c = <int32_t>v
+        memcpy(p, &c, 4)
+    elif width == 2:
+        b = <int16_t>v
+        memcpy(p, &b, 2)
+    else:
+        a = <int8_t>v
+        memcpy(p, &a, 1)
+
+
+cdef inline void _put_be(string* out, uint64_t u, int width) noexcept:
+    cdef char buf[8]
+    cdef int k
+    for k in range(width):
+        buf[k] = <char>((u >> (8 * (width - 1 - k))) & 0xFF)
+    out.append(buf, width)
+
+
+cdef inline uint32_t _rowid_from_entry(const string& e) noexcept:
+    cdef const unsigned char* p = <const unsigned char*>e.data() + e.size() - 4
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
+
+
+cdef inline void _append_rowid(string* out, uint32_t rowid) noexcept:
+    _put_be(out, rowid, 4)
+
+
+cdef bint _successor(string* s) noexcept:
+    """Turn ``s`` into the smallest string greater than every string that
+    starts with ``s``. False if there is none (s is all 0xFF)."""
+    while s.size() > 0 and <unsigned char>s.back() == 0xFF:
+        s.pop_back()
+    if s.size() == 0:
+        return False
+    cdef char last = <char>(<unsigned char>s.back() + 1)
+    s.pop_back()
+    s.push_back(last)
+    return True
+
+
+def _decimal_parts(str table, str column, object v):
+    """A DECIMAL parameter as the (hi, lo) halves of its scaled int128."""
+    if isinstance(v, _decimal.Decimal):
+        d = v
+    elif isinstance(v, int):
+        d = _decimal.Decimal(v)
+    elif isinstance(v, float):
+        d = _decimal.Decimal(repr(v))
+    elif isinstance(v, str):
+        try:
+            d = _decimal.Decimal(v)
+        except _decimal.InvalidOperation:
+            raise TypeMismatchError(f"{table}.{column}: {_short(v)} is not a DECIMAL") from None
+    else:
+        raise TypeMismatchError(
+            f"{table}.{column}: expected a Decimal for DECIMAL, got {type(v).__name__} {_short(v)}")
+    if not d.is_finite():
+        raise ValueOutOfRangeError(f"{table}.{column}: {_short(v)} is not a finite DECIMAL")
+    scaled = d.scaleb(DECIMAL_SCALE, context=DECIMAL_CONTEXT)
+    if scaled != scaled.to_integral_value(context=DECIMAL_CONTEXT):
+        raise ValueOutOfRangeError(
+            f"{table}.{column}: {_short(v)} has more than {DECIMAL_SCALE} digits after the decimal point")
+    n = int(scaled)
+    if n >= _DECIMAL_LIMIT or n <= -_DECIMAL_LIMIT:
+        raise ValueOutOfRangeError(f"{table}.{column}: {_short(v)} is out of range for DECIMAL(38,12)")
+    return n >> 64, n & _MASK64
+
+
+cdef object _decimal_from_parts(int64_t hi, uint64_t lo):
+    n = (hi << 64) | lo
+    return _decimal.Decimal(n).scaleb(-DECIMAL_SCALE, context=DECIMAL_CONTEXT)
+
+
+cdef object _timestamp_from_micros(int64_t micros):
+    return EPOCH + _dt.timedelta(microseconds=micros)
+
+
+# -- values: Python <-> cells <-> rows <-> keys ---------------------------------
+
+cdef int py_to_cell(Table t, int ci, object v, Cell* cell) except -1:
+    """Validate ``v`` for column ``ci`` and describe it as a cell. String and
+    bytes cells point into ``v``'s own buffer: ``v`` must outlive the cell."""
+    cdef ColMeta* c = &t.cols[ci]
+    cdef int overflow = 0
+    cdef int64_t iv
+    cdef double fv
+    cdef Py_ssize_t n
+    cell.null = False
+    if v is None:
+        if not c.nullable:
+            raise NotNullError(f"{t.name}.{t.column_names[ci]}: NULL is not allowed (the column is NOT NULL)")
+        cell.null = True
+        return 0
+    ty = c.type
+    if ty <= T_BIGINT:
+        if not PyLong_Check(v):
+            if isinstance(v, float) or not hasattr(v, "__index__"):
+                raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected an int for "
+                                        f"{ColumnType(ty).name}, got {type(v).__name__} {_short(v)}")
+            v = v.__index__()
+        iv = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow or iv < c.min_int or iv > c.max_int:
+            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of range "
+                                       f"for {ColumnType(ty).name}")
+        cell.i = iv
+    elif ty == T_VARCHAR:
+        if not PyUnicode_Check(v):
+            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a str for VARCHAR, "
+                                    f"got {type(v).__name__} {_short(v)}")
+        cell.p = PyUnicode_AsUTF8AndSize(v, &n)
+        cell.n = n
+        if c.max_chars >= 0:
+            if PyUnicode_GET_LENGTH(v) > c.max_chars:
+                raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is "
+                                        f"{PyUnicode_GET_LENGTH(v)} characters, longer than "
+                                        f"VARCHAR({c.max_chars})")
+        elif n > c.capacity:
+            raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is {n} bytes, "
+                                    f"longer than VARCHAR({c.capacity} BYTES)")
+    elif ty == T_FLOAT:
+        if PyFloat_Check(v):
+            fv = PyFloat_AS_DOUBLE(v)
+        elif PyLong_Check(v):
+            try:
+                fv = float(v)
+            except OverflowError:
+                raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of "
+                                           f"range for FLOAT") from None
+        else:
+            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a float for FLOAT, "
+                                    f"got {type(v).__name__} {_short(v)}")
+        if isnan(fv):
+            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: NaN is not a valid FLOAT")
+        if fv == 0.0:
+            fv = 0.0       # one zero: -0.0 and 0.0 are the same key
+        cell.f = fv
+    elif ty == T_TIMESTAMP:
+        if isinstance(v, bool) or not (PyLong_Check(v) or isinstance(v, _dt.datetime)):
+            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a datetime or int "
+                                    f"microseconds for TIMESTAMP, got {type(v).__name__} {_short(v)}")
+        micros = timestamp_to_micros(v)
+        iv = PyLong_AsLongLongAndOverflow(micros, &overflow)
+        if overflow:
+            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of range "
+                                       f"for TIMESTAMP")
+        cell.i = iv
+    elif ty == T_VARBINARY:
+        if not PyBytes_Check(v):
+            if isinstance(v, (bytearray, memoryview)):
+                v = bytes(v)
+                t._keep.append(v)
+            else:
+                raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected bytes for "
+                                        f"VARBINARY, got {type(v).__name__} {_short(v)}")
+        cell.p = PyBytes_AS_STRING(v)
+        cell.n = PyBytes_GET_SIZE(v)
+        if cell.n > c.capacity:
+            raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: value of {cell.n} bytes is "
+                                    f"longer than VARBINARY({c.capacity})")
+    elif ty == T_DECIMAL:
+        hi, lo = _decimal_parts(t.name, t.column_names[ci], v)
+        cell.dhi = hi
+        cell.dlo = lo
+    return 0
+
+
+cdef int cell_to_row(Table t, ColMeta* c, Cell* cell, char* row) except -1:
+    """Write a validated cell into a row whose slot for it is empty."""
+    cdef char* p = row + c.offset
+    cdef char* buf
+    cdef uint32_t n32
+    if cell.null:
+        row[c.null_byte] = row[c.null_byte] | c.null_mask
+        memset(p, 0, c.width)
+        return 0
+    if c.nullable:
+        row[c.null_byte] = row[c.null_byte] & ~c.null_mask
+    ty = c.type
+    if ty <= T_BIGINT or ty == T_TIMESTAMP:
+        _write_int(p, c.width, cell.i)
+    elif ty == T_VARCHAR or ty == T_VARBINARY:
+        if c.inline_value:
+            p[0] = <char>cell.n
+            memcpy(p + 1, cell.p, cell.n)
+            memset(p + 1 + cell.n, 0, c.width - 1 - cell.n)
+        else:
+            buf = <char*>malloc(4 + cell.n)
+            if buf == NULL:
+                raise MemoryError()
+            n32 = <uint32_t>cell.n
+            memcpy(buf, &n32, 4)
+            memcpy(buf + 4, cell.p, cell.n)
+            memcpy(p, &buf, sizeof(char*))
+            t.outline_bytes += 4 + cell.n
+    elif ty == T_FLOAT:
+        memcpy(p, &cell.f, 8)
+    elif ty == T_DECIMAL:
+        fs_int128_store(p, cell.dhi, cell.dlo)
+    return 0
+
+
+cdef inline void row_to_cell(ColMeta* c, const char* row, Cell* cell) noexcept:
+    cdef const char* p = row + c.offset
+    cdef const char* buf
+    cdef uint32_t n32
+    if c.nullable and (row[c.null_byte] & c.null_mask):
+        cell.null = True
+        return
+    cell.null = False
+    ty = c.type
+    if ty <= T_BIGINT or ty == T_TIMESTAMP:
+        cell.i = _read_int(p, c.width)
+    elif ty == T_VARCHAR or ty == T_VARBINARY:
+        if c.inline_value:
+            cell.n = <uint8_t>p[0]
+            cell.p = p + 1
+        else:
+            memcpy(&buf, p, sizeof(char*))
+            memcpy(&n32, buf, 4)
+            cell.n = n32
+            cell.p = buf + 4
+    elif ty == T_FLOAT:
+        memcpy(&cell.f, p, 8)
+    elif ty == T_DECIMAL:
+        cell.dhi = fs_int128_hi(p)
+        cell.dlo = fs_int128_lo(p)
+
+
+cdef object cell_to_py(ColMeta* c, Cell* cell):
+    if cell.null:
+        return None
+    ty = c.type
+    if ty <= T_BIGINT:
+        return cell.i
+    if ty == T_VARCHAR:
+        return PyUnicode_DecodeUTF8(cell.p, cell.n, NULL)
+    if ty == T_FLOAT:
+        return cell.f
+    if ty == T_VARBINARY:
+        return PyBytes_FromStringAndSize(cell.p, cell.n)
+    if ty == T_TIMESTAMP:
+        return _timestamp_from_micros(cell.i)
+    return _decimal_from_parts(cell.dhi, cell.dlo)
+
+
+cdef void encode_cell(ColMeta* c, Cell* cell, string* out) noexcept:
+    """Append the order-preserving key encoding of a cell (see module doc)."""
+    cdef uint64_t u
+    cdef Py_ssize_t k
+    cdef unsigned char b
+    if cell.null:
+        out.push_back(0)
+        return
+    out.push_back(1)
+    ty = c.type
+    if ty <= T_BIGINT or ty == T_TIMESTAMP:
+        u = <uint64_t>cell.i
+        if c.width == 8:
+            _put_be(out, u ^ (<uint64_t>1 << 63), 8)
+        else:
+            _put_be(out, (u ^ (<uint64_t>1 << (8 * c.width - 1))) & ((<uint64_t>1 << (8 * c.width)) - 1), c.width)
+    elif ty == T_VARCHAR or ty == T_VARBINARY:
+        for k in range(cell.n):
+            b = <unsigned char>cell.p[k]
+            if b == 0:
+                out.push_back(0)
+                out.push_back(<char>0xFF)
+            else:
+                out.push_back(<char>b)
+        out.push_back(0)
+        out.push_back(0)
+    elif ty == T_FLOAT:
+        memcpy(&u, &cell.f, 8)
+        if u >> 63:
+            u = ~u
+        else:
+            u = u | (<uint64_t>1 << 63)
+        _put_be(out, u, 8)
+    elif ty == T_DECIMAL:
+        _put_be(out, (<uint64_t>cell.dhi) ^ (<uint64_t>1 << 63), 8)
+        _put_be(out, cell.dlo, 8)
+
+
+cdef int cell_cmp(ColMeta* c, Cell* a, Cell* b) noexcept:
+    """Compare two non-NULL cells of one column: -1, 0 or 1."""
+    cdef int r
+    ty = c.type
+    if ty <= T_BIGINT or ty == T_TIMESTAMP:
+        return (a.i > b.i) - (a.i < b.i)
+    if ty == T_FLOAT:
+        return (a.f > b.f) - (a.f < b.f)
+    if ty == T_DECIMAL:
+        if a.dhi != b.dhi:
+            return (a.dhi > b.dhi) - (a.dhi < b.dhi)
+        return (a.dlo > b.dlo) - (a.dlo < b.dlo)
+    r = memcmp(a.p, b.p, a.n if a.n < b.n else b.n)
+    if r != 0:
+        return 1 if r > 0 else -1
+    return (a.n > b.n) - (a.n < b.n)
+
+
+# -- the store ----------------------------------------------------------------
+
+cdef class Store:
+    """All tables and views of one partition, and its undo log."""
+
+    cdef readonly dict tables
+    cdef list by_id
+    cdef vector[UndoRec] undo
+    cdef string images
+    cdef readonly bint in_transaction
+
+    def __cinit__(self):
+        self.tables = {}
+        self.by_id = []
+        self.in_transaction = False
+
+    # -- DDL --------------------------------------------------------------
+
+    def create_table(self, name, columns, primary_key=None):
+        name = name.lower()
+        self._check_ddl(name)
+        t = Table(self, name, list(columns), primary_key, len(self.by_id))
+        self.by_id.append(t)
+        self.tables[name] = t
+        return t
+
+    def create_index(self, table, name, columns, *, unique=False, ordered=True):
+        self._check_no_transaction()
+        t = self._table(table)
+        return (<Table>t).add_index(name.lower(), [c.lower() for c in columns], unique, ordered, False)
+
+    def create_view(self, name, source, group_by, aggregates, column_names=None):
+        name = name.lower()
+        self._check_ddl(name)
+        cdef Table src = self._table(source)
+        if src.is_view:
+            raise ValueError(f"view {name}: its source {src.name} is a view; views of views are not supported")
+        maint = ViewMaintainer(self, name, src, [g.lower() for g in group_by],
+                               [(f.upper(), None if c is None else c.lower()) for f, c in aggregates],
+                               column_names, len(self.by_id))
+        view = maint.view
+        self.by_id.append(view)
+        self.tables[name] = view
+        src.views.append(maint)
+        return view
+
+    def drop(self, name):
+        self._check_no_transaction()
+        cdef Table t = self._table(name)
+        cdef ViewMaintainer m
+        cdef Table src
+        if t.is_view:
+            m = t.view_maintainer
+            src = m.source
+            src.views.remove(m)
+            for idx in m.hidden_indexes:
+                src.remove_index(idx)
+        else:
+            for m in list(t.views):
+                self.drop(m.view.name)
+        del self.tables[t.name]
+        self.by_id[t.table_id] = None
+        t.release_all()
+
+    cdef _check_ddl(self, str name):
+        self._check_no_transaction()
+        if name in self.tables:
+            raise ValueError(f"{name} already exists")
+
+    cdef _check_no_transaction(self):
+        if self.in_transaction:
+            raise RuntimeError("schema changes are not allowed inside a transaction")
+
+    cdef object _table(self, name):
+        try:
+            return self.tables[name.lower()]
+        except KeyError:
+            raise KeyError(f"no table or view named {name!r}") from None
+
+    # -- transactions -----------------------------------------------------
+
+    def begin(self):
+        if self.in_transaction:
+            raise RuntimeError("a transaction is already open")
+        self.in_transaction = True
+
+    def commit(self):
+        if not self.in_transaction:
+            raise RuntimeError("no transaction is open")
+        self._release_undo()
+        self.in_transaction = False
+
+    def rollback(self):
+        if not self.in_transaction:
+            raise RuntimeError("no transaction is open")
+        self._undo_to(0)
+        self.in_transaction = False
+
+    def savepoint(self):
+        if not self.in_transaction:
+            raise RuntimeError("no transaction is open")
+        return self.undo.size()
+
+    def rollback_to(self, size_t savepoint):
+        if not self.in_transaction:
+            raise RuntimeError("no transaction is open")
+        if savepoint > self.undo.size():
+            raise ValueError("savepoint is past the end of the undo log")
+        self._undo_to(savepoint)
+
+    @property
+    def undo_size(self):
+        return self.undo.size()
+
+    # -- undo log internals -----------------------------------------------
+
+    cdef inline void log(self, uint8_t op, Table t, uint32_t rowid, const char* image) noexcept:
+        cdef UndoRec rec
+        rec.op = op
+        rec.table_id = t.table_id
+        rec.rowid = rowid
+        rec.images_mark = self.images.size()
+        rec.image_off = self.images.size()
+        if image != NULL:
+            self.images.append(image, t.row_size)
+        self.undo.push_back(rec)
+
+    cdef void _undo_to(self, size_t mark) noexcept:
+        cdef UndoRec* rec
+        cdef Table t
+        cdef size_t images_mark = self.images.size()
+        while self.undo.size() > mark:
+            rec = &self.undo[self.undo.size() - 1]
+            t = <Table>self.by_id[rec.table_id]
+            if rec.op == UNDO_INSERT:
+                t.undo_insert(rec.rowid)
+            elif rec.op == UNDO_DELETE:
+                t.undo_delete(rec.rowid)
+            else:
+                t.undo_update(rec.rowid, self.images.data() + rec.image_off)
+            images_mark = rec.images_mark
+            self.undo.pop_back()
+        self.images.resize(images_mark)
+
+    cdef void _release_undo(self) noexcept:
+        cdef size_t i
+        cdef UndoRec* rec
+        cdef Table t
+        for i in range(self.undo.size()):
+            rec = &self.undo[i]
+            if rec.op == UNDO_INSERT:
+                continue
+            t = <Table>self.by_id[rec.table_id]
+            if rec.op == UNDO_DELETE:
+                t.release_slot(rec.rowid)
+            elif t.has_outline:
+                t.free_outline(<char*>self.images.data() + rec.image_off)
+        self.undo.clear()
+        self.images.clear()
+
+    # statement atomicity: outside a transaction each statement commits
+    # alone; inside one, a failed statement rolls back to where it began.
+    cdef inline size_t stmt_begin(self) noexcept:
+        return self.undo.size()
+
+    cdef inline void stmt_end(self) noexcept:
+        if not self.in_transaction:
+            self._release_undo()
+
+    cdef void stmt_fail(self, size_t mark) noexcept:
+        self._undo_to(mark)
+
+
+# -- tables -------------------------------------------------------------------
+
+cdef class Table:
+    """A table or a materialized view; see storage.pyi for the API."""
+
+    cdef readonly str name
+    cdef readonly tuple columns
+    cdef readonly tuple column_names
+    cdef readonly object primary_key
+    cdef readonly object Row
+    cdef readonly dict indexes
+    cdef readonly bint is_view
+    cdef readonly object view_maintainer
+    cdef Store store
+    cdef uint32_t table_id
+    cdef int ncols
+    cdef int nvisible
+    cdef ColMeta* cols
+    cdef int row_size
+    cdef int slot_size
+    cdef bint has_outline
+    cdef vector[char*] chunks
+    cdef vector[uint32_t] free_slots
+    cdef uint32_t high_water
+    cdef Py_ssize_t count
+    cdef size_t outline_bytes
+    cdef char* scratch
+    cdef char* scratch_old
+    cdef uint8_t* seen
+    cdef HashIndex pk
+    cdef list all_indexes
+    cdef list unique_indexes
+    cdef list views
+    cdef tuple defaults
+    cdef dict col_index
+    cdef list _keep
+    cdef PyTypeObject* row_type
+    cdef uint32_t last_rowid
+
+    def __cinit__(self, Store store, str name, list columns, primary_key, uint32_t table_id,
+                  int nvisible=-1, bint is_view=False):
+        cdef int i, offset, nullable_count = 0
+        cdef ColMeta* c
+        self.store = store
+        self.name = name
+        self.table_id = table_id
+        self.columns = tuple(columns)
+        self.ncols = len(columns)
+        self.nvisible = self.ncols if nvisible < 0 else nvisible
+        if self.ncols == 0:
+            raise ValueError(f"table {name} has no columns")
+        self.column_names = tuple(col.name.lower() for col in columns)
+        if len(set(self.column_names)) != self.ncols:
+            raise ValueError(f"table {name} has two columns with the same name")
+        self.col_index = {n: i for i, n in enumerate(self.column_names)}
+        self.cols = <ColMeta*>calloc(self.ncols, sizeof(ColMeta))
+        self.seen = <uint8_t*>calloc(self.ncols, 1)
+        if self.cols == NULL or self.seen == NULL:
+            raise MemoryError()
+        for col in columns:
+            if col.nullable:
+                nullable_count += 1
+        offset = (self.ncols + 7) // 8 if nullable_count else 0
+        self.has_outline = False
+        for i, col in enumerate(columns):
+            c = &self.cols[i]
+            ty = int(col.type)
+            c.type = ty
+            c.nullable = bool(col.nullable)
+            c.null_byte = i // 8
+            c.null_mask = <uint8_t>(1 << (i % 8))
+            c.max_chars = -1
+            if ty in _INT_RANGES:
+                c.width = {T_TINYINT: 1, T_SMALLINT: 2, T_INTEGER: 4, T_BIGINT: 8}[ty]
+                c.min_int, c.max_int = _INT_RANGES[ty]
+            elif ty == T_FLOAT or ty == T_TIMESTAMP:
+                c.width = 8
+            elif ty == T_DECIMAL:
+                c.width = 16
+            elif ty == T_VARCHAR or ty == T_VARBINARY:
+                if col.size <= 0:
+                    raise ValueError(f"{name}.{col.name}: size must be positive")
+                if ty == T_VARCHAR and not col.size_in_bytes:
+                    c.max_chars = col.size
+                    c.capacity = 4 * col.size
+                else:
+                    c.capacity = col.size
+                c.inline_value = c.capacity <= INLINE_MAX
+                c.width = 1 + c.capacity if c.inline_value else sizeof(char*)
+                if not c.inline_value:
+                    self.has_outline = True
+            else:
+                raise ValueError(f"{name}.{col.name}: unknown column type {ty}")
+            c.offset = offset
+            offset += c.width
+        self.row_size = offset
+        self.slot_size = offset + 1
+        self.scratch = <char*>calloc(self.row_size, 1)
+        self.scratch_old = <char*>calloc(self.row_size, 1)
+        if self.scratch == NULL or self.scratch_old == NULL:
+            raise MemoryError()
+        self.high_water = 0
+        self.count = 0
+        self.outline_bytes = 0
+        self.indexes = {}
+        self.all_indexes = []
+        self.unique_indexes = []
+        self.views = []
+        self._keep = []
+        self.is_view = is_view
+        self.defaults = tuple(col.default for col in columns)
+        visible = self.column_names[:self.nvisible]
+        self.Row = collections.namedtuple(name.title().replace("_", "") + "Row", visible, rename=True)
+        self.row_type = <PyTypeObject*>self.Row
+        self.pk = None
+        self.primary_key = None
+        if primary_key:
+            pk_cols = [p.lower() for p in primary_key]
+            for p in pk_cols:
+                if p not in self.col_index:
+                    raise ValueError(f"{name}: primary key column {p!r} is not a column")
+                if self.cols[self.col_index[p]].nullable and not is_view:
+                    raise ValueError(f"{name}: primary key column {p!r} must be NOT NULL")
+            self.primary_key = tuple(pk_cols)
+            # NULL is a value in a primary key (only views' keys can hold it)
+            self.pk = self.add_index("primary_key", pk_cols, True, False, True)
+
+    def __dealloc__(self):
+        self.release_all()
+        free(self.cols)
+        free(self.seen)
+        free(self.scratch)
+        free(self.scratch_old)
+        self.cols = NULL
+        self.seen = NULL
+        self.scratch = NULL
+        self.scratch_old = NULL
+
+    cdef void release_all(self) noexcept:
+        cdef uint32_t r
+        if self.cols != NULL and self.has_outline:
+            for r in range(self.high_water):
+                if self.slot_state(r) != SLOT_FREE:
+                    self.free_outline(self.slot_row(r))
+        for i in range(self.chunks.size()):
+            free(self.chunks[i])
+        self.chunks.clear()
+        self.free_slots.clear()
+        self.high_water = 0
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def __repr__(self):
+        kind = "view" if self.is_view else "table"
+        return f"<{kind} {self.name}: {self.count} rows>"
+
+    # -- slots ------------------------------------------------------------
+
+    cdef inline char* slot_ptr(self, uint32_t rowid) noexcept:
+        return self.chunks[rowid >> CHUNK_SHIFT] + <size_t>(rowid & (CHUNK_ROWS - 1)) * self.slot_size
+
+    cdef inline char* slot_row(self, uint32_t rowid) noexcept:
+        return self.slot_ptr(rowid) + 1
+
+    cdef inline uint8_t slot_state(self, uint32_t rowid) noexcept:
+        return <uint8_t>self.slot_ptr(rowid)[0]
+
+    cdef uint32_t alloc_slot(self) except? 0xFFFFFFFF:
+        cdef uint32_t r
+        cdef char* chunk
+        if not self.free_slots.empty():
+            r = self.free_slots.back()
+            self.free_slots.pop_back()
+            return r
+        if self.high_water > MAX_ROWID:
+            raise MemoryError(f"table {self.name} is full (4G rows)")
+        r = self.high_water
+        if (r >> CHUNK_SHIFT) >= self.chunks.size():
+            chunk = <char*>calloc(CHUNK_ROWS, self.slot_size)
+            if chunk == NULL:
+                raise MemoryError()
+            self.chunks.push_back(chunk)
+        self.high_water += 1
+        return r
+
+    cdef void release_slot(self, uint32_t rowid) noexcept:
+        cdef char* s = self.slot_ptr(rowid)
+        if self.has_outline:
+            self.free_outline(s + 1)
+        s[0] = SLOT_FREE
+        self.free_slots.push_back(rowid)
+
+    cdef void free_outline(self, char* row) noexcept:
+        cdef int i
+        cdef char* buf
+        cdef uint32_t n32
+        cdef ColMeta* c
+        for i in range(self.ncols):
+            c = &self.cols[i]
+            if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+                memcpy(&buf, row + c.offset, sizeof(char*))
+                if buf != NULL:
+                    memcpy(&n32, buf, 4)
+                    self.outline_bytes -= 4 + n32
+                    free(buf)
+                    buf = NULL
+                    memcpy(row + c.offset, &buf, sizeof(char*))
+
+    cdef int copy_row_owned(self, const char* src, char* dst) except -1:
+        """Copy a row, giving the copy its own out-of-line values."""
+        cdef int i
+        cdef ColMeta* c
+        cdef Cell cell
+        memcpy(dst, src, self.row_size)
+        if not self.has_outline:
+            return 0
+        for i in range(self.ncols):
+            c = &self.cols[i]
+            if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+                row_to_cell(c, src, &cell)
+                memset(dst + c.offset, 0, sizeof(char*))
+                if not cell.null:
+                    cell_to_row(self, c, &cell, dst)
+        return 0
+
+    cdef object make_row(self, const char* row):
+        """The namedtuple of a stored row (visible columns only)."""
+        cdef Cell cell
+        cdef int i
+        cdef object value
+        cdef object result = self.row_type.tp_alloc(self.row_type, self.nvisible)
+        for i in range(self.nvisible):
+            row_to_cell(&self.cols[i], row, &cell)
+            value = cell_to_py(&self.cols[i], &cell)
+            Py_INCREF(value)
+            PyTuple_SET_ITEM(result, i, value)
+        return result
+
+    # -- filling a row from Python values ---------------------------------
+
+    cdef int fill_row(self, tuple values, dict named, char* row) except -1:
+        """Validate values (positional, then by name, then defaults) into
+        ``row``. On error nothing stays allocated."""
+        cdef Py_ssize_t n = len(values)
+        cdef int i, ci
+        cdef Cell cell
+        if n > self.ncols:
+            raise TypeMismatchError(f"{self.name}: {n} values given for {self.ncols} columns")
+        memset(row, 0, self.row_size)
+        try:
+            for i in range(n):
+                py_to_cell(self, i, values[i], &cell)
+                cell_to_row(self, &self.cols[i], &cell, row)
+            if named:
+                memset(self.seen, 0, self.ncols)
+                for key, value in named.items():
+                    ci = self.column_position(key)
+                    if ci < n or self.seen[ci]:
+                        raise TypeMismatchError(f"{self.name}: column {key!r} is given twice")
+                    self.seen[ci] = 1
+                    py_to_cell(self, ci, value, &cell)
+                    cell_to_row(self, &self.cols[ci], &cell, row)
+                for i in range(n, self.ncols):
+                    if not self.seen[i]:
+                        py_to_cell(self, i, self.defaults[i], &cell)
+                        cell_to_row(self, &self.cols[i], &cell, row)
+            else:
+                for i in range(n, self.ncols):
+                    py_to_cell(self, i, self.defaults[i], &cell)
+                    cell_to_row(self, &self.cols[i], &cell, row)
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(row)
+            raise
+        finally:
+            if self._keep:
+                self._keep.clear()
+        return 0
+
+    cdef int apply_changes(self, dict changes, char* row) except -1:
+        """Overwrite the named columns of an owned row copy."""
+        cdef int ci
+        cdef Cell cell
+        cdef ColMeta* c
+        try:
+            for key, value in changes.items():
+                ci = self.column_position(key)
+                c = &self.cols[ci]
+                py_to_cell(self, ci, value, &cell)
+                if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+                    self.free_one_outline(c, row)
+                cell_to_row(self, c, &cell, row)
+        finally:
+            if self._keep:
+                self._keep.clear()
+        return 0
+
+    cdef void free_one_outline(self, ColMeta* c, char* row) noexcept:
+        cdef char* buf
+        cdef uint32_t n32
+        memcpy(&buf, row + c.offset, sizeof(char*))
+        if buf != NULL:
+            memcpy(&n32, buf, 4)
+            self.outline_bytes -= 4 + n32
+            free(buf)
+            buf = NULL
+            memcpy(row + c.offset, &buf, sizeof(char*))
+
+    cdef int column_position(self, key) except -1:
+        try:
+            return self.col_index[key]
+        except KeyError:
+            pass
+        try:
+            return self.col_index[key.lower()]
+        except (KeyError, AttributeError):
+            raise TypeMismatchError(f"{self.name} has no column {key!r}") from None
+
+    # -- the write primitives (each logged in the undo log) ---------------
+
+    cdef int insert_row(self, char* row) except -1:
+        """Insert an owned, validated row; returns after indexes and views."""
+        cdef Index idx
+        cdef uint32_t rowid
+        cdef char* slot
+        try:
+            for idx in self.unique_indexes:
+                idx.check_unique(row, NO_ROW)
+            rowid = self.alloc_slot()
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(row)
+            raise
+        slot = self.slot_ptr(rowid)
+        memcpy(slot + 1, row, self.row_size)
+        slot[0] = SLOT_LIVE
+        for idx in self.all_indexes:
+            idx.add(rowid, slot + 1)
+        self.count += 1
+        self.store.log(UNDO_INSERT, self, rowid, NULL)
+        self.last_rowid = rowid
+        if self.views:
+            self.maintain_views(NULL, slot + 1)
+        return 0
+
+    cdef int delete_slot(self, uint32_t rowid) except -1:
+        cdef Index idx
+        cdef char* slot = self.slot_ptr(rowid)
+        for idx in self.all_indexes:
+            idx.remove(rowid, slot + 1)
+        slot[0] = SLOT_DEAD
+        self.count -= 1
+        self.store.log(UNDO_DELETE, self, rowid, NULL)
+        if self.views:
+            self.maintain_views(slot + 1, NULL)
+        return 0
+
+    cdef int update_slot(self, uint32_t rowid, char* row) except -1:
+        """Replace the row at ``rowid`` by the owned row ``row``."""
+        cdef Index idx
+        cdef char* old = self.slot_row(rowid)
+        cdef list changed = []
+        try:
+            for idx in self.all_indexes:
+                if idx.key_changed(old, row):
+                    if idx.unique:
+                        idx.check_unique(row, rowid)
+                    changed.append(idx)
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(row)
+            raise
+        self.store.log(UNDO_UPDATE, self, rowid, old)
+        for idx in changed:
+            idx.remove(rowid, old)
+        if self.views:
+            memcpy(self.scratch_old, old, self.row_size)
+        memcpy(old, row, self.row_size)
+        for idx in changed:
+            idx.add(rowid, old)
+        if self.views:
+            self.maintain_views(self.scratch_old, old)
+        return 0
+
+    cdef int maintain_views(self, const char* old_row, const char* new_row) except -1:
+        cdef ViewMaintainer m
+        for m in self.views:
+            if old_row != NULL:
+                m.on_delete(old_row)
+            if new_row != NULL:
+                m.on_insert(new_row)
+        return 0
+
+    # undo: each restores the exact state before the logged change
+    cdef void undo_insert(self, uint32_t rowid) noexcept:
+        cdef Index idx
+        cdef char* slot = self.slot_ptr(rowid)
+        for idx in self.all_indexes:
+            idx.remove(rowid, slot + 1)
+        self.count -= 1
+        self.release_slot(rowid)
+
+    cdef void undo_delete(self, uint32_t rowid) noexcept:
+        cdef Index idx
+        cdef char* slot = self.slot_ptr(rowid)
+        slot[0] = SLOT_LIVE
+        for idx in self.all_indexes:
+            idx.add(rowid, slot + 1)
+        self.count += 1
+
+    cdef void undo_update(self, uint32_t rowid, const char* image) noexcept:
+        cdef Index idx
+        cdef char* row = self.slot_row(rowid)
+        for idx in self.all_indexes:
+            if idx.key_changed(row, image):
+                idx.remove(rowid, row)
+                idx.add(rowid, image)
+        if self.has_outline:
+            self.free_outline(row)
+        memcpy(row, image, self.row_size)
+
+    # -- indexes ----------------------------------------------------------
+
+    cdef Index add_index(self, str name, list columns, bint unique, bint ordered, bint nulls_equal):
+        cdef Index idx
+        cdef uint32_t r
+        if name in self.indexes:
+            raise ValueError(f"{self.name} already has an index named {name}")
+        for c in columns:
+            if c not in self.col_index:
+                raise ValueError(f"index {name}: {self.name} has no column {c!r}")
+        if not columns:
+            raise ValueError(f"index {name} has no columns")
+        col_ids = [self.col_index[c] for c in columns]
+        if unique and not ordered:
+            idx = HashIndex(self, name, col_ids, nulls_equal)
+        else:
+            idx = OrderedIndex(self, name, col_ids, unique, nulls_equal)
+            idx.declared_ordered = ordered
+        # fill from existing rows; a collision undoes the whole index
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                if unique:
+                    idx.check_unique(self.slot_row(r), NO_ROW)
+                idx.add(r, self.slot_row(r))
+        self.indexes[name] = idx
+        self.all_indexes.append(idx)
+        if unique:
+            self.unique_indexes.append(idx)
+        return idx
+
+    cdef void remove_index(self, Index idx):
+        del self.indexes[idx.name]
+        self.all_indexes.remove(idx)
+        if idx in self.unique_indexes:
+            self.unique_indexes.remove(idx)
+
+    def index(self, name):
+        try:
+            return self.indexes[name.lower()]
+        except KeyError:
+            raise KeyError(f"{self.name} has no index named {name!r}") from None
+
+    # -- the Python API ---------------------------------------------------
+
+    cdef inline void check_writable(self) except *:
+        if self.is_view:
+            raise ReadOnlyError(f"{self.name} is a view: it changes with its source table, "
+                                f"not by direct writes")
+
+    cdef inline HashIndex need_pk(self):
+        if self.pk is None:
+            raise TypeError(f"{self.name} has no primary key: use an index or the row-id API")
+        return self.pk
+
+    def get(self, key):
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self.make_row(self.slot_row(rowid))
+
+    def insert(self, *values, **named):
+        self.check_writable()
+        self.fill_row(values, named, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+
+    def insert_rowid(self, values):
+        self.check_writable()
+        self.fill_row(tuple(values), None, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.last_rowid
+
+    def upsert(self, *values, **named):
+        self.check_writable()
+        cdef HashIndex pk = self.need_pk()
+        self.fill_row(values, named, self.scratch)
+        cdef uint32_t rowid = pk.find_row_key(self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            if rowid == NO_ROW:
+                self.insert_row(self.scratch)
+            else:
+                self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return rowid == NO_ROW
+
+    def update(self, key, **changes):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._update_rowid(rowid, changes)
+
+    def update_rowid(self, uint32_t rowid, **changes):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._update_rowid(rowid, changes)
+
+    cdef object _update_rowid(self, uint32_t rowid, dict changes):
+        self.copy_row_owned(self.slot_row(rowid), self.scratch)
+        try:
+            self.apply_changes(changes, self.scratch)
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(self.scratch)
+            raise
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.make_row(self.slot_row(rowid))
+
+    def delete(self, key):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._delete_rowid(rowid)
+
+    def delete_rowid(self, uint32_t rowid):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._delete_rowid(rowid)
+
+    cdef object _delete_rowid(self, uint32_t rowid):
+        row = self.make_row(self.slot_row(rowid))
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.delete_slot(rowid)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return row
+
+    def truncate(self):
+        self.check_writable()
+        cdef uint32_t r
+        cdef Py_ssize_t n = 0
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    self.delete_slot(r)
+                    n += 1
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return n
+
+    cdef void check_rowid(self, uint32_t rowid) except *:
+        if rowid >= self.high_water or self.slot_state(rowid) != SLOT_LIVE:
+            raise KeyError(f"{self.name} has no row {rowid}")
+
+    def read(self, uint32_t rowid):
+        self.check_rowid(rowid)
+        return self.make_row(self.slot_row(rowid))
+
+    def scan(self):
+        return TableScan(self)
+
+    def scan_rowids(self):
+        cdef uint32_t r
+        out = []
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                out.append(r)
+        return out
+
+    def column_array(self, name):
+        cdef int ci = self.column_position(name)
+        cdef ColMeta* c = &self.cols[ci]
+        cdef Cell cell
+        cdef uint32_t r
+        cdef Py_ssize_t k = 0
+        cdef bint has_null = False
+        cdef int64_t[:] ints
+        cdef double[:] floats
+        if c.type <= T_BIGINT or c.type == T_FLOAT:
+            if c.nullable:
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            has_null = True
+                            break
+            if c.type == T_FLOAT or has_null:
+                out = np.empty(self.count, dtype=np.float64)
+                floats = out
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            floats[k] = np.nan
+                        elif c.type == T_FLOAT:
+                            floats[k] = cell.f
+                        else:
+                            floats[k] = <double>cell.i
+                        k += 1
+                return out
+            out = np.empty(self.count, dtype=np.int64)
+            ints = out
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    row_to_cell(c, self.slot_row(r), &cell)
+                    ints[k] = cell.i
+                    k += 1
+            return out
+        out = np.empty(self.count, dtype=object)
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                row_to_cell(c, self.slot_row(r), &cell)
+                out[k] = cell_to_py(c, &cell)
+                k += 1
+        return out
+
+    @property
+    def memory_bytes(self):
+        """Bytes held by rows, out-of-line values and indexes."""
+        cdef Index idx
+        total = self.chunks.size() * <size_t>CHUNK_ROWS * self.slot_size + self.outline_bytes
+        total += self.free_slots.capacity() * 4
+        for idx in self.all_indexes:
+            total += idx.memory_bytes()
+        return total
+
+
+cdef class TableScan:
+    """Iterator over the live rows of a table, in slot order."""
+
+    cdef Table table
+    cdef uint32_t pos
+
+    def __cinit__(self, Table table):
+        self.table = table
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Table t = self.table
+        cdef uint32_t r
+        while self.pos < t.high_water:
+            r = self.pos
+            self.pos += 1
+            if t.slot_state(r) == SLOT_LIVE:
+                return t.make_row(t.slot_row(r))
+        raise StopIteration
+
+
+# -- indexes ------------------------------------------------------------------
+
+cdef class Index:
+    """Base of the index kinds: key encoding shared by all of them."""
+
+    cdef readonly str name
+    cdef readonly Table table
+    cdef readonly tuple columns
+    cdef readonly bint unique
+    cdef int* key_cols
+    cdef int nkey
+    cdef bint nulls_equal       # primary keys and view keys: NULL is a value
+    cdef string probe
+    cdef string probe2
+
+    def __cinit__(self, Table table, str name, list col_ids, *args):
+        cdef int i
+        self.table = table
+        self.name = name
+        self.nkey = len(col_ids)
+        self.key_cols = <int*>malloc(self.nkey * sizeof(int))
+        for i in range(self.nkey):
+            self.key_cols[i] = col_ids[i]
+        self.columns = tuple(table.column_names[i] for i in col_ids)
+
+    def __dealloc__(self):
+        free(self.key_cols)
+
+    @property
+    def ordered(self):
+        return False
+
+    cdef bint encode_row(self, const char* row, string* out) noexcept:
+        """Encode this index's key of a stored row; True if it holds a NULL."""
+        cdef Cell cell
+        cdef int i
+        cdef bint has_null = False
+        out.clear()
+        for i in range(self.nkey):
+            row_to_cell(&self.table.cols[self.key_cols[i]], row, &cell)
+            if cell.null:
+                has_null = True
+            encode_cell(&self.table.cols[self.key_cols[i]], &cell, out)
+        return has_null
+
+    cdef int encode_py(self, object key, string* out, bint allow_prefix) except -1:
+        """Encode a key given from Python (bare value or tuple); returns the
+        number of columns it covers."""
+        cdef Cell cell
+        cdef int i, n
+        out.clear()
+        if self.nkey == 1 or not isinstance(key, (tuple, list)):
+            values = (key,)
+        else:
+            values = key
+        n = len(values)
+        if n > self.nkey or (n < self.nkey and not allow_prefix) or n == 0:
+            raise TypeMismatchError(f"index {self.name} of {self.table.name} takes a key of "
+                                    f"{self.nkey} value(s) {self.columns}, got {_short(key)}")
+        try:
+            for i in range(n):
+                py_to_cell(self.table, self.key_cols[i], values[i], &cell)
+                encode_cell(&self.table.cols[self.key_cols[i]], &cell, out)
+        finally:
+            if self.table._keep:
+                self.table._keep.clear()
+        return n
+
+    cdef bint key_changed(self, const char* a, const char* b) noexcept:
+        self.encode_row(a, &self.probe)
+        self.encode_row(b, &self.probe2)
+        return self.probe != self.probe2
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        return 0
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        return 0
+
+    cdef size_t memory_bytes(self):
+        return 0
+
+    cdef str describe_key(self, const char* row):
+        cdef Cell cell
+        values = []
+        for i in range(self.nkey):
+            row_to_cell(&self.table.cols[self.key_cols[i]], row, &cell)
+            values.append(_short(cell_to_py(&self.table.cols[self.key_cols[i]], &cell)))
+        what = "primary key" if self.name == "primary_key" else f"unique index {self.name}"
+        return (f"{self.table.name}: duplicate key ({', '.join(values)}) on "
+                f"({', '.join(self.columns)}) violates the {what}")
+
+    def __len__(self):
+        return 0
+
+    def __repr__(self):
+        return f"<index {self.name} on {self.table.name}{self.columns}>"
+
+    def get(self, key):
+        if not self.unique:
+            raise TypeError(f"index {self.name} is not unique: use find()")
+        rows = self.find(key)
+        return rows[0] if rows else None
+
+    def find(self, key):
+        return [self.table.make_row(self.table.slot_row(r)) for r in self.find_rowids(key)]
+
+    def range(self, low=None, high=None, *, bint low_inclusive=True, bint high_inclusive=True,
+              bint reverse=False, Py_ssize_t limit=-1):
+        cdef Table t = self.table
+        return [t.make_row(t.slot_row(r)) for r in self.range_rowids(
+            low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive,
+            reverse=reverse, limit=limit)]
+
+    def find_rowids(self, key):
+        raise NotImplementedError
+
+    def range_rowids(self, low=None, high=None, **kwargs):
+        raise TypeError(f"index {self.name} is a hash index: it has no order to scan; "
+                        f"declare an ordered index for range scans")
+
+
+cdef class HashIndex(Index):
+    """Unique hash index: open addressing over (hash tag, row id) slots."""
+
+    cdef uint64_t* slots
+    cdef size_t capacity
+    cdef size_t size
+
+    def __cinit__(self, Table table, str name, list col_ids, bint nulls_equal):
+        self.unique = True
+        self.nulls_equal = nulls_equal
+        self.capacity = 16
+        self.size = 0
+        self.slots = <uint64_t*>malloc(self.capacity * sizeof(uint64_t))
+        if self.slots == NULL:
+            raise MemoryError()
+        memset(self.slots, 0xFF, self.capacity * sizeof(uint64_t))
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    def __len__(self):
+        return self.size
+
+    cdef size_t memory_bytes(self):
+        return self.capacity * sizeof(uint64_t)
+
+    cdef inline uint32_t tag_of(self, const string& key) noexcept:
+        cdef uint64_t h = fs_hash_bytes(key.data(), key.size())
+        return <uint32_t>(h ^ (h >> 32))
+
+    cdef uint32_t find_encoded(self, const string& key, uint32_t tag) noexcept:
+        """Row id with exactly this encoded key, or NO_ROW."""
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        cdef uint64_t e
+        cdef uint32_t rowid
+        while True:
+            e = self.slots[i]
+            if e == EMPTY_SLOT:
+                return NO_ROW
+            if <uint32_t>(e >> 32) == tag:
+                rowid = <uint32_t>e
+                self.encode_row(self.table.slot_row(rowid), &self.probe2)
+                if self.probe2 == key:
+                    return rowid
+            i = (i + 1) & mask
+
+    cdef uint32_t lookup(self, object key) except? 0xFFFFFFFE:
+        self.encode_py(key, &self.probe, False)
+        return self.find_encoded(self.probe, self.tag_of(self.probe))
+
+    cdef uint32_t find_row_key(self, const char* row) noexcept:
+        self.encode_row(row, &self.probe)
+        return self.find_encoded(self.probe, self.tag_of(self.probe))
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        cdef uint32_t found = self.find_encoded(self.probe, self.tag_of(self.probe))
+        if found != NO_ROW and found != exclude:
+            raise UniqueViolationError(self.describe_key(row))
+        return 0
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        if (self.size + 1) * 4 > self.capacity * 3:
+            self.grow()
+        cdef uint32_t tag = self.tag_of(self.probe)
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        while self.slots[i] != EMPTY_SLOT:
+            i = (i + 1) & mask
+        self.slots[i] = (<uint64_t>tag << 32) | rowid
+        self.size += 1
+        return 0
+
+    cdef int grow(self) except -1:
+        cdef size_t old_cap = self.capacity
+        cdef uint64_t* old = self.slots
+        cdef size_t new_cap = old_cap * 2
+        cdef uint64_t* slots = <uint64_t*>malloc(new_cap * sizeof(uint64_t))
+        cdef size_t i, j, mask = new_cap - 1
+        cdef uint64_t e
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0xFF, new_cap * sizeof(uint64_t))
+        for i in range(old_cap):
+            e = old[i]
+            if e != EMPTY_SLOT:
+                j = (e >> 32) & mask
+                while slots[j] != EMPTY_SLOT:
+                    j = (j + 1) & mask
+                slots[j] = e
+        self.slots = slots
+        self.capacity = new_cap
+        free(old)
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        cdef uint32_t tag = self.tag_of(self.probe)
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        cdef size_t j, k
+        cdef uint64_t want = (<uint64_t>tag << 32) | rowid
+        cdef uint64_t e
+        while self.slots[i] != want:
+            if self.slots[i] == EMPTY_SLOT:
+                return 0        # not present: nothing to remove
+            i = (i + 1) & mask
+        # backward-shift deletion keeps every probe chain unbroken
+        j = i
+        while True:
+            j = (j + 1) & mask
+            e = self.slots[j]
+            if e == EMPTY_SLOT:
+                break
+            k = (e >> 32) & mask
+            if (i < j and (k <= i or k > j)) or (i > j and k <= i and k > j):
+                self.slots[i] = e
+                i = j
+        self.slots[i] = EMPTY_SLOT
+        self.size -= 1
+        return 0
+
+    def find_rowids(self, key):
+        cdef uint32_t r = self.lookup(key)
+        return [] if r == NO_ROW else [r]
+
+    def get(self, key):
+        cdef uint32_t r = self.lookup(key)
+        if r == NO_ROW:
+            return None
+        return self.table.make_row(self.table.slot_row(r))
+
+
+cdef class OrderedIndex(Index):
+    """Ordered index: a sorted set of encoded key + big-endian row id."""
+
+    cdef cppset[string] entries
+    cdef string entry
+    cdef public bint declared_ordered
+
+    def __cinit__(self, Table table, str name, list col_ids, bint unique, bint nulls_equal):
+        self.unique = unique
+        self.nulls_equal = nulls_equal
+        self.declared_ordered = True
+
+    @property
+    def ordered(self):
+        return self.declared_ordered
+
+    def __len__(self):
+        return self.entries.size()
+
+    cdef size_t memory_bytes(self):
+        # a red-black tree node (4 words + std::string) per entry, with malloc overhead
+        return self.entries.size() * (48 + 32 + 16)
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        self.encode_row(row, &self.entry)
+        _append_rowid(&self.entry, rowid)
+        self.entries.insert(self.entry)
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        self.encode_row(row, &self.entry)
+        _append_rowid(&self.entry, rowid)
+        self.entries.erase(self.entry)
+        return 0
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        cdef cppset[string].iterator it = self.entries.lower_bound(self.probe)
+        while it != self.entries.end() and fs_starts_with(deref(it), self.probe):
+            if _rowid_from_entry(deref(it)) != exclude:
+                raise UniqueViolationError(self.describe_key(row))
+            inc(it)
+        return 0
+
+    cdef void bounds(self, string* prefix, cppset[string].iterator* lo,
+                     cppset[string].iterator* hi) noexcept:
+        """Iterators around every entry whose key starts with ``prefix``."""
+        lo[0] = self.entries.lower_bound(deref(prefix))
+        if _successor(prefix):
+            hi[0] = self.entries.lower_bound(deref(prefix))
+        else:
+            hi[0] = self.entries.end()
+
+    def find_rowids(self, key):
+        cdef cppset[string].iterator lo, hi
+        self.encode_py(key, &self.probe, True)
+        self.bounds(&self.probe, &lo, &hi)
+        out = []
+        while lo != hi:
+            out.append(_rowid_from_entry(deref(lo)))
+            inc(lo)
+        return out
+
+    def get(self, key):
+        if not self.unique:
+            raise TypeError(f"index {self.name} is not unique: use find()")
+        cdef cppset[string].iterator lo, hi
+        self.encode_py(key, &self.probe, False)
+        self.bounds(&self.probe, &lo, &hi)
+        if lo == hi:
+            return None
+        return self.table.make_row(self.table.slot_row(_rowid_from_entry(deref(lo))))
+
+    def range_rowids(self, low=None, high=None, *, bint low_inclusive=True,
+                     bint high_inclusive=True, bint reverse=False, Py_ssize_t limit=-1):
+        if not self.declared_ordered:
+            return Index.range_rowids(self, low, high)
+        cdef cppset[string].iterator lo, hi
+        cdef Py_ssize_t n = 0
+        if low is None:
+            lo = self.entries.begin()
+        else:
+            self.encode_py(low, &self.probe, True)
+            if not low_inclusive and not _successor(&self.probe):
+                return []
+            lo = self.entries.lower_bound(self.probe)
+        if high is None:
+            hi = self.entries.end()
+        else:
+            self.encode_py(high, &self.probe, True)
+            if high_inclusive:
+                if _successor(&self.probe):
+                    hi = self.entries.lower_bound(self.probe)
+                else:
+                    hi = self.entries.end()
+            else:
+                hi = self.entries.lower_bound(self.probe)
+        out = []
+        if lo == hi or limit == 0 or lo == self.entries.end():
+            return out
+        # an inverted range (low above high) is empty
+        if hi != self.entries.end() and deref(lo) > deref(hi):
+            return out
+        if not reverse:
+            while lo != hi and n != limit:
+                out.append(_rowid_from_entry(deref(lo)))
+                inc(lo)
+                n += 1
+        else:
+            while hi != lo and n != limit:
+                dec(hi)
+                out.append(_rowid_from_entry(deref(hi)))
+                n += 1
+        return out
+
+    # used by views to recompute MIN/MAX of a group
+    cdef uint32_t first_with_prefix(self, const string& prefix) noexcept:
+        cdef cppset[string].iterator it = self.entries.lower_bound(prefix)
+        if it != self.entries.end() and fs_starts_with(deref(it), prefix):
+            return _rowid_from_entry(deref(it))
+        return NO_ROW
+
+    cdef uint32_t last_with_prefix(self, string* prefix) noexcept:
+        cdef cppset[string].iterator it
+        cdef string p = deref(prefix)
+        if _successor(&p):
+            it = self.entries.lower_bound(p)
+        else:
+            it = self.entries.end()
+        if it == self.entries.begin():
+            return NO_ROW
+        dec(it)
+        if fs_starts_with(deref(it), deref(prefix)):
+            return _rowid_from_entry(deref(it))
+        return NO_ROW
+
+
+# -- materialized views -------------------------------------------------------
+
+_VIEW_FUNCS = {"COUNT": AGG_COUNT, "SUM": AGG_SUM, "MIN": AGG_MIN, "MAX": AGG_MAX}
+
+
+cdef class ViewMaintainer:
+    """Keeps one view equal to ``SELECT g..., AGG(x)... GROUP BY g...``.
+
+    The view is a Table whose primary key is the group columns. Its
+    changes go through the same logged write primitives as any table, so
+    rollback undoes them. MIN/MAX use a hidden ordered index on the source
+    (group columns, aggregated column) to find the new extreme when the
+    current one is deleted; SUM over a nullable column keeps a hidden count
+    of non-NULL values to know when the sum becomes NULL again.
+    """
+
+    cdef readonly Table source
+    cdef readonly Table view
+    cdef readonly list hidden_indexes
+    cdef int ngroup
+    cdef int* group_src         # source column of each group column
+    cdef int nagg
+    cdef int* agg_func
+    cdef int* agg_src           # source column, -1 for COUNT(*)
+    cdef int* agg_view          # view column holding the aggregate
+    cdef int* agg_nonnull       # view column of the hidden non-NULL count, or -1
+    cdef list agg_index         # OrderedIndex for MIN/MAX, else None
+    cdef int count_col          # view column of COUNT(*) (maybe hidden)
+    cdef string key
+    cdef string key2
+
+    def __cinit__(self, Store store, str name, Table source, list group_by, list aggregates,
+                  column_names, uint32_t table_id):
+        cdef int i
+        self.source = source
+        self.hidden_indexes = []
+        self.agg_index = []
+        if not group_by:
+            raise ValueError(f"view {name} needs GROUP BY columns")
+        for g in group_by:
+            if g not in source.col_index:
+                raise ValueError(f"view {name}: {source.name} has no column {g!r}")
+        self.ngroup = len(group_by)
+        self.nagg = len(aggregates)
+        self.group_src = <int*>malloc(self.ngroup * sizeof(int))
+        self.agg_func = <int*>malloc((self.nagg + 1) * sizeof(int))
+        self.agg_src = <int*>malloc((self.nagg + 1) * sizeof(int))
+        self.agg_view = <int*>malloc((self.nagg + 1) * sizeof(int))
+        self.agg_nonnull = <int*>malloc((self.nagg + 1) * sizeof(int))
+        columns = []
+        for i, g in enumerate(group_by):
+            self.group_src[i] = source.col_index[g]
+            columns.append(source.columns[self.group_src[i]])
+        hidden = []
+        self.count_col = -1
+        default_names = list(group_by)
+        for i, (func, col) in enumerate(aggregates):
+            if func not in _VIEW_FUNCS:
+                raise ValueError(f"view {name}: unsupported aggregate {func}")
+            if col is None:
+                if func != "COUNT":
+                    raise ValueError(f"view {name}: {func}(*) is not an aggregate")
+                self.agg_func[i] = AGG_COUNT_STAR
+                self.agg_src[i] = -1
+                columns.append(Column("count", ColumnType.BIGINT, nullable=False))
+                default_names.append("count")
+                if self.count_col < 0:
+                    self.count_col = self.ngroup + i
+            else:
+                if col not in source.col_index:
+                    raise ValueError(f"view {name}: {source.name} has no column {col!r}")
+                src_col = source.columns[source.col_index[col]]
+                self.agg_src[i] = source.col_index[col]
+                self.agg_func[i] = _VIEW_FUNCS[func]
+                default_names.append(f"{func.lower()}_{col}")
+                if func == "COUNT":
+                    self.agg_func[i] = AGG_COUNT
+                    columns.append(Column("c", ColumnType.BIGINT, nullable=False))
+                elif func == "SUM":
+                    st = src_col.type
+                    if st in (ColumnType.VARCHAR, ColumnType.VARBINARY, ColumnType.TIMESTAMP):
+                        raise ValueError(f"view {name}: SUM({col}) of a {st.name} column")
+                    if st in (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER):
+                        st = ColumnType.BIGINT
+                    columns.append(Column("s", st, nullable=src_col.nullable))
+                else:
+                    columns.append(Column("m", src_col.type, src_col.size, src_col.nullable,
+                                          None, src_col.size_in_bytes))
+            self.agg_view[i] = self.ngroup + i
+            self.agg_nonnull[i] = -1
+        nvisible = len(columns)
+        if column_names is None:
+            column_names = default_names
+        column_names = [c.lower() for c in column_names]
+        if len(column_names) != nvisible:
+            raise ValueError(f"view {name}: {len(column_names)} column names for {nvisible} columns")
+        columns = [Column(n, c.type, c.size, c.nullable, None, c.size_in_bytes)
+                   for n, c in zip(column_names, columns)]
+        # hidden columns: a COUNT(*) if the view has none, non-NULL counts for SUM
+        if self.count_col < 0:
+            self.count_col = len(columns)
+            columns.append(Column("__count", ColumnType.BIGINT, nullable=False))
+        for i in range(self.nagg):
+            if self.agg_func[i] == AGG_SUM and source.columns[self.agg_src[i]].nullable:
+                self.agg_nonnull[i] = len(columns)
+                columns.append(Column(f"__nonnull_{i}", ColumnType.BIGINT, nullable=False))
+        # the group key may hold NULLs: in a view NULL is one group
+        self.view = Table(store, name, columns, [c.name for c in columns[:self.ngroup]],
+                          table_id, nvisible, True)
+        self.view.view_maintainer = self
+        for i in range(self.nagg):
+            if self.agg_func[i] == AGG_MIN or self.agg_func[i] == AGG_MAX:
+                cols = list(group_by) + [source.column_names[self.agg_src[i]]]
+                idx = source.add_index(f"__{name}_{i}", cols, False, True, False)
+                self.hidden_indexes.append(idx)
+                self.agg_index.append(idx)
+            else:
+                self.agg_index.append(None)
+        # build from the rows already in the source
+        cdef uint32_t r
+        for r in range(source.high_water):
+            if source.slot_state(r) == SLOT_LIVE:
+                self.on_insert(source.slot_row(r))
+        if not store.in_transaction:
+            store._release_undo()
+
+    def __dealloc__(self):
+        free(self.group_src)
+        free(self.agg_func)
+        free(self.agg_src)
+        free(self.agg_view)
+        free(self.agg_nonnull)
+
+    cdef void group_key(self, const char* src_row, string* out) noexcept:
+        cdef Cell cell
+        cdef int i
+        out.clear()
+        for i in range(self.ngroup):
+            row_to_cell(&self.source.cols[self.group_src[i]], src_row, &cell)
+            encode_cell(&self.source.cols[self.group_src[i]], &cell, out)
+
+    cdef inline int64_t get_int(self, const char* row, int vcol) noexcept:
+        return _read_int(row + self.view.cols[vcol].offset, 8)
+
+    cdef inline void set_int(self, char* row, int vcol, int64_t v) noexcept:
+        _write_int(row + self.view.cols[vcol].offset, 8, v)
+
+    cdef int on_insert(self, const char* src_row) except -1:
+        cdef Table v = self.view
+        cdef HashIndex pk = v.pk
+        cdef uint32_t rowid
+        cdef char* row = v.scratch
+        cdef Cell cell, cur
+        cdef int i
+        self.group_key(src_row, &self.key)
+        rowid = pk.find_encoded(self.key, pk.tag_of(self.key))
+        if rowid == NO_ROW:
+            memset(row, 0, v.row_size)
+            for i in range(self.ngroup):
+                row_to_cell(&self.source.cols[self.group_src[i]], src_row, &cell)
+                cell_to_row(v, &v.cols[i], &cell, row)
+            self.set_int(row, self.count_col, 1)
+            for i in range(self.nagg):
+                f = self.agg_func[i]
+                if f == AGG_COUNT_STAR:
+                    continue
+                row_to_cell(&self.source.cols[self.agg_src[i]], src_row, &cell)
+                if f == AGG_COUNT:
+                    self.set_int(row, self.agg_view[i], 0 if cell.null else 1)
+                    continue
+                if self.agg_nonnull[i] >= 0:
+                    self.set_int(row, self.agg_nonnull[i], 0 if cell.null else 1)
+                cell_to_row(v, &v.cols[self.agg_view[i]], &cell, row)
+            v.insert_row(row)
+            return 0
+        v.copy_row_owned(v.slot_row(rowid), row)
+        self.set_int(row, self.count_col, self.get_int(row, self.count_col) + 1)
+        for i in range(self.nagg):
+            f = self.agg_func[i]
+            if f == AGG_COUNT_STAR:
+                continue
+            row_to_cell(&self.source.cols[self.agg_src[i]], src_row, &cell)
+            if cell.null:
+                continue
+            if f == AGG_COUNT:
+                self.set_int(row, self.agg_view[i], self.get_int(row, self.agg_view[i]) + 1)
+                continue
+            if self.agg_nonnull[i] >= 0:
+                self.set_int(row, self.agg_nonnull[i], self.get_int(row, self.agg_nonnull[i]) + 1)
+            row_to_cell(&v.cols[self.agg_view[i]], row, &cur)
+            if f == AGG_SUM:
+                self.add_to_sum(row, i, &cur, &cell, False)
+            elif cur.null or (f == AGG_MIN and cell_cmp(&v.cols[self.agg_view[i]], &cell, &cur) < 0) \
+                    or (f == AGG_MAX and cell_cmp(&v.cols[self.agg_view[i]], &cell, &cur) > 0):
+                self.replace_value(row, i, &cell)
+        v.update_slot(rowid, row)
+        return 0
+
+    cdef int on_delete(self, const char* src_row) except -1:
+        cdef Table v = self.view
+        cdef HashIndex pk = v.pk
+        cdef uint32_t rowid, other
+        cdef char* row = v.scratch
+        cdef Cell cell, cur
+        cdef int i
+        cdef int64_t n
+        cdef OrderedIndex idx
+        self.group_key(src_row, &self.key)
+        rowid = pk.find_encoded(self.key, pk.tag_of(self.key))
+        if rowid == NO_ROW:
+            return 0
+        n = self.get_int(v.slot_row(rowid), self.count_col) - 1
+        if n == 0:
+            v.delete_slot(rowid)
+            return 0
+        v.copy_row_owned(v.slot_row(rowid), row)
+        self.set_int(row, self.count_col, n)
+        for i in range(self.nagg):
+            f = self.agg_func[i]
+            if f == AGG_COUNT_STAR:
+                continue
+            row_to_cell(&self.source.cols[self.agg_src[i]], src_row, &cell)
+            if cell.null:
+                continue
+            if f == AGG_COUNT:
+                self.set_int(row, self.agg_view[i], self.get_int(row, self.agg_view[i]) - 1)
+            elif f == AGG_SUM:
+                row_to_cell(&v.cols[self.agg_view[i]], row, &cur)
+                if self.agg_nonnull[i] >= 0:
+                    self.set_int(row, self.agg_nonnull[i], self.get_int(row, self.agg_nonnull[i]) - 1)
+                    if self.get_int(row, self.agg_nonnull[i]) == 0:
+                        cur.null = True
+                        self.replace_value(row, i, &cur)
+                        continue
+                self.add_to_sum(row, i, &cur, &cell, True)
+            else:
+                row_to_cell(&v.cols[self.agg_view[i]], row, &cur)
+                if cur.null or cell_cmp(&v.cols[self.agg_view[i]], &cell, &cur) != 0:
+                    continue
+                # the deleted row held the extreme: ask the hidden index
+                idx = <OrderedIndex>self.agg_index[i]
+                self.key2.assign(self.key)
+                self.key2.push_back(1)      # skip NULL values of the column
+                if f == AGG_MIN:
+                    other = idx.first_with_prefix(self.key2)
+                else:
+                    other = idx.last_with_prefix(&self.key2)
+                if other == NO_ROW:
+                    cur.null = True
+                else:
+                    row_to_cell(&self.source.cols[self.agg_src[i]], self.source.slot_row(other), &cur)
+                self.replace_value(row, i, &cur)
+        v.update_slot(rowid, row)
+        return 0
+
+    cdef int replace_value(self, char* row, int i, Cell* cell) except -1:
+        cdef Table v = self.view
+        cdef ColMeta* c = &v.cols[self.agg_view[i]]
+        if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+            v.free_one_outline(c, row)
+        cell_to_row(v, c, cell, row)
+        return 0
+
+    cdef int add_to_sum(self, char* row, int i, Cell* cur, Cell* cell, bint subtract) except -1:
+        cdef Table v = self.view
+        cdef ColMeta* c = &v.cols[self.agg_view[i]]
+        cdef ColMeta* sc = &self.source.cols[self.agg_src[i]]
+        cdef int64_t a, b
+        cdef char buf_a[16]
+        cdef char buf_b[16]
+        if cur.null:
+            cur.null = False
+            if c.type == T_FLOAT:
+                cur.f = 0.0
+            elif c.type == T_DECIMAL:
+                cur.dhi = 0
+                cur.dlo = 0
+            else:
+                cur.i = 0
+        if c.type == T_FLOAT:
+            cur.f = cur.f - cell.f if subtract else cur.f + cell.f
+        elif c.type == T_DECIMAL:
+            fs_int128_store(buf_a, cur.dhi, cur.dlo)
+            fs_int128_store(buf_b, cell.dhi, cell.dlo)
+            if not fs_int128_add_checked(buf_a, buf_b, buf_a, subtract):
+                raise ValueOutOfRangeError(f"{v.name}: SUM of {self.source.name}."
+                                           f"{self.source.column_names[self.agg_src[i]]} "
+                                           f"is out of range for DECIMAL(38,12)")
+            cur.dhi = fs_int128_hi(buf_a)
+            cur.dlo = fs_int128_lo(buf_a)
+        else:
+            a = cur.i
+            b = cell.i
+            if subtract:
+                if (b < 0 and a > 0x7FFFFFFFFFFFFFFF + b) or (b > 0 and a < -0x7FFFFFFFFFFFFFFF - 1 + b):
+                    raise ValueOutOfRangeError(self.overflow_message(i))
+                cur.i = a - b
+            else:
+                if (b > 0 and a > 0x7FFFFFFFFFFFFFFF - b) or (b < 0 and a < -0x7FFFFFFFFFFFFFFF - 1 - b):
+                    raise ValueOutOfRangeError(self.overflow_message(i))
+                cur.i = a + b
+        cell_to_row(v, c, cur, row)
+        return 0
+
+    cdef str overflow_message(self, int i):
+        return (f"{self.view.name}: SUM of {self.source.name}."
+                f"{self.source.column_names[self.agg_src[i]]} is out of range for BIGINT")
