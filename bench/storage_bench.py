@@ -81,29 +81,55 @@ def load_engine():
 
 # ---------------------------------------------------------------- timing
 
-def best_rate(step, ops_per_step, min_time):
-    """Operations per second of ``step()``, best of three timed runs.
+def best_rate(step, items, min_time):
+    """Items per second of ``step(batch)``, which does one operation per item
+    of ``batch``: best of three timed runs.
 
-    ``step()`` performs ``ops_per_step`` operations. One call warms up and
-    sizes the runs: each timed run repeats ``step()`` enough times to last
-    at least ``min_time`` seconds.
+    A warm-up call on the first 2,000 items sizes the runs: each timed run
+    goes through ``items`` (cycling if it must) for at least ``min_time``
+    seconds' worth of operations.
     """
     gc.collect()
     gc.disable()
     try:
+        probe = items[:2000]
         t0 = perf_counter()
-        step()
-        warm = perf_counter() - t0
-        repeats = max(1, math.ceil(min_time / max(warm, 1e-6)))
+        step(probe)
+        per_op = (perf_counter() - t0) / len(probe)
+        total = max(len(probe), math.ceil(1.2 * min_time / max(per_op, 1e-9)))
+        whole, rest = divmod(total, len(items))
+        batches = [items] * whole + ([items[:rest]] if rest else [])
+        for batch in batches:            # warm-up: one untimed run
+            step(batch)
+        best = math.inf
+        for _ in range(3):
+            t0 = perf_counter()
+            for batch in batches:
+                step(batch)
+            best = min(best, perf_counter() - t0)
+    finally:
+        gc.enable()
+    return total / best
+
+
+def best_time(fn, min_time):
+    """Seconds per call of ``fn()``: one warm-up call, then best of three runs
+    of enough calls to last at least ``min_time`` seconds."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = perf_counter()
+        fn()
+        repeats = max(1, math.ceil(min_time / max(perf_counter() - t0, 1e-9)))
         best = math.inf
         for _ in range(3):
             t0 = perf_counter()
             for _ in range(repeats):
-                step()
+                fn()
             best = min(best, perf_counter() - t0)
     finally:
         gc.enable()
-    return repeats * ops_per_step / best
+    return best / repeats
 
 
 def best_of_3(run):
@@ -268,29 +294,27 @@ def bench_lookup(sys_, keys, min_time, results):
             got = fs_table.get(key)
             assert got is not None and tuple(got) == want, (key, got, want)
 
-    def dict_step(keys=keys, get=d.get):
+    def dict_step(keys, get=d.get):
         for k in keys:
             get(k)
 
-    def dict_subscript_step(keys=keys, d=d):
+    def dict_subscript_step(keys, d=d):
         for k in keys:
             d[k]
 
-    def sqlite_step(keys=keys, execute=cur.execute, sql=sql):
+    def sqlite_step(keys, execute=cur.execute, sql=sql):
         for k in keys:
             execute(sql, (k,)).fetchone()
 
-    n = len(keys)
-    results["lookup"] = {
-        "dict": best_rate(dict_step, n, min_time),
-        "dict_subscript": best_rate(dict_subscript_step, n, min_time),
-        "sqlite3": best_rate(sqlite_step, n, min_time),
-    }
+    results["lookup"] = out = {}
     if fs_table is not None:
-        def fs_step(keys=keys, get=fs_table.get):
+        def fs_step(keys, get=fs_table.get):
             for k in keys:
                 get(k)
-        results["lookup"]["flowstate"] = best_rate(fs_step, n, min_time)
+        out["flowstate"] = best_rate(fs_step, keys, min_time)
+    out["dict"] = best_rate(dict_step, keys, min_time)
+    out["dict_subscript"] = best_rate(dict_subscript_step, keys, min_time)
+    out["sqlite3"] = best_rate(sqlite_step, keys, min_time)
 
 
 # ---------------------------------------------------------------- 2. insert
@@ -387,23 +411,22 @@ def bench_range(sys_, lows, min_time, results):
             got = fs_index.range(low, low + span, limit=RANGE_ROWS)
             assert [tuple(r) for r in got] == want, low
 
-    def dict_step(lows=lows, span=span, scan=dict_scan):
+    def dict_step(lows, span=span, scan=dict_scan):
         for low in lows:
             scan(low, low + span)
 
-    def sqlite_step(lows=lows, span=span, execute=cur.execute, sql=sql):
+    def sqlite_step(lows, span=span, execute=cur.execute, sql=sql):
         for low in lows:
             execute(sql, (low, low + span)).fetchall()
 
-    n = len(lows)
-    out = {"dict": best_rate(dict_step, n, min_time),
-           "sqlite3": best_rate(sqlite_step, n, min_time)}
+    results["range"] = out = {}
     if fs_index is not None:
-        def fs_step(lows=lows, span=span, rng=fs_index.range, limit=RANGE_ROWS):
+        def fs_step(lows, span=span, rng=fs_index.range, limit=RANGE_ROWS):
             for low in lows:
                 rng(low, low + span, limit=limit)
-        out["flowstate"] = best_rate(fs_step, n, min_time)
-    results["range"] = out
+        out["flowstate"] = best_rate(fs_step, lows, min_time)
+    out["dict"] = best_rate(dict_step, lows, min_time)
+    out["sqlite3"] = best_rate(sqlite_step, lows, min_time)
 
 
 # ---------------------------------------------------------------- 4. aggregate
@@ -419,7 +442,7 @@ def bench_aggregate(sys_, min_time, results):
 
     want = dict_sum()
     assert sqlite_sum() == want
-    ms = lambda fn: 1000.0 / best_rate(fn, 1, min_time)     # noqa: E731
+    ms = lambda fn: 1000.0 * best_time(fn, min_time)     # noqa: E731
     out = {"dict": ms(dict_sum), "sqlite3": ms(sqlite_sum)}
     if fs_table is not None:
         def fs_scan_sum(scan=fs_table.scan):

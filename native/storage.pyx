@@ -284,7 +284,7 @@ def _decimal_parts(str table, str column, object v):
 
 
 cdef object _decimal_from_parts(int64_t hi, uint64_t lo):
-    n = (hi << 64) | lo
+    n = (<object>hi << 64) | <object>lo
     return _decimal.Decimal(n).scaleb(-DECIMAL_SCALE, context=DECIMAL_CONTEXT)
 
 
@@ -1432,6 +1432,11 @@ cdef class Index:
         cdef Cell cell
         cdef int i, n
         out.clear()
+        if self.nkey == 1 and (PyLong_Check(key) or PyUnicode_Check(key)):
+            # the common case, without building a tuple
+            py_to_cell(self.table, self.key_cols[0], key, &cell)
+            encode_cell(&self.table.cols[self.key_cols[0]], &cell, out)
+            return 1
         if self.nkey == 1 or not isinstance(key, (tuple, list)):
             values = (key,)
         else:
@@ -1506,16 +1511,51 @@ cdef class Index:
                         f"declare an ordered index for range scans")
 
 
+cdef inline uint32_t _int_tag(int64_t v) noexcept:
+    # splitmix64's finalizer: every input bit moves the tag
+    cdef uint64_t z = <uint64_t>v + 0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <uint32_t>(z ^ (z >> 32))
+
+
+cdef inline int64_t _decode_int_key(const string& key, int width) noexcept:
+    """The integer of a one-column integer key encoding (marker + big-endian)."""
+    cdef const unsigned char* p = <const unsigned char*>key.data() + 1
+    cdef uint64_t u = 0
+    cdef int k
+    for k in range(width):
+        u = (u << 8) | p[k]
+    u ^= <uint64_t>1 << (8 * width - 1)
+    if width < 8 and (u >> (8 * width - 1)) & 1:
+        u |= ~((<uint64_t>1 << (8 * width)) - 1)     # sign-extend
+    return <int64_t>u
+
+
 cdef class HashIndex(Index):
-    """Unique hash index: open addressing over (hash tag, row id) slots."""
+    """Unique hash index: open addressing over (hash tag, row id) slots.
+
+    A key of one NOT NULL integer or TIMESTAMP column (most primary keys)
+    takes a fast path that hashes and compares the integer itself instead
+    of its encoding; both paths agree on which rows match.
+    """
 
     cdef uint64_t* slots
     cdef size_t capacity
     cdef size_t size
+    cdef bint int_key
+    cdef int int_offset
+    cdef int int_width
 
     def __cinit__(self, Table table, str name, list col_ids, bint nulls_equal):
+        cdef ColMeta* c = &table.cols[<int>col_ids[0]]
         self.unique = True
         self.nulls_equal = nulls_equal
+        self.int_key = (len(col_ids) == 1 and not c.nullable
+                        and (c.type <= T_BIGINT or c.type == T_TIMESTAMP))
+        self.int_offset = c.offset
+        self.int_width = c.width
         self.capacity = 16
         self.size = 0
         self.slots = <uint64_t*>malloc(self.capacity * sizeof(uint64_t))
@@ -1533,11 +1573,36 @@ cdef class HashIndex(Index):
         return self.capacity * sizeof(uint64_t)
 
     cdef inline uint32_t tag_of(self, const string& key) noexcept:
-        cdef uint64_t h = fs_hash_bytes(key.data(), key.size())
+        cdef uint64_t h
+        if self.int_key:
+            return _int_tag(_decode_int_key(key, self.int_width))
+        h = fs_hash_bytes(key.data(), key.size())
         return <uint32_t>(h ^ (h >> 32))
 
-    cdef uint32_t find_encoded(self, const string& key, uint32_t tag) noexcept:
+    cdef inline int64_t row_int(self, const char* row) noexcept:
+        return _read_int(row + self.int_offset, self.int_width)
+
+    cdef uint32_t find_int(self, int64_t v) noexcept:
+        cdef size_t mask = self.capacity - 1
+        cdef uint32_t tag = _int_tag(v)
+        cdef size_t i = tag & mask
+        cdef uint64_t e
+        cdef uint32_t rowid
+        while True:
+            e = self.slots[i]
+            if e == EMPTY_SLOT:
+                return NO_ROW
+            if <uint32_t>(e >> 32) == tag:
+                rowid = <uint32_t>e
+                if self.row_int(self.table.slot_row(rowid)) == v:
+                    return rowid
+            i = (i + 1) & mask
+
+    cdef uint32_t find_key(self, const string& key) noexcept:
         """Row id with exactly this encoded key, or NO_ROW."""
+        if self.int_key:
+            return self.find_int(_decode_int_key(key, self.int_width))
+        cdef uint32_t tag = self.tag_of(key)
         cdef size_t mask = self.capacity - 1
         cdef size_t i = tag & mask
         cdef uint64_t e
@@ -1554,27 +1619,52 @@ cdef class HashIndex(Index):
             i = (i + 1) & mask
 
     cdef uint32_t lookup(self, object key) except? 0xFFFFFFFE:
+        cdef Cell cell
+        if self.int_key and PyLong_Check(key):
+            py_to_cell(self.table, self.key_cols[0], key, &cell)
+            return self.find_int(cell.i)
         self.encode_py(key, &self.probe, False)
-        return self.find_encoded(self.probe, self.tag_of(self.probe))
+        return self.find_key(self.probe)
 
     cdef uint32_t find_row_key(self, const char* row) noexcept:
+        if self.int_key:
+            return self.find_int(self.row_int(row))
         self.encode_row(row, &self.probe)
-        return self.find_encoded(self.probe, self.tag_of(self.probe))
+        return self.find_key(self.probe)
 
     cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
-        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+        cdef uint32_t found
+        if self.int_key:
+            found = self.find_int(self.row_int(row))
+        elif self.encode_row(row, &self.probe) and not self.nulls_equal:
             return 0
-        cdef uint32_t found = self.find_encoded(self.probe, self.tag_of(self.probe))
+        else:
+            found = self.find_key(self.probe)
         if found != NO_ROW and found != exclude:
             raise UniqueViolationError(self.describe_key(row))
         return 0
 
-    cdef int add(self, uint32_t rowid, const char* row) except -1:
+    cdef inline bint row_tag(self, const char* row, uint32_t* tag) noexcept:
+        """The tag of a row's key; False if the row stays out of the index."""
+        if self.int_key:
+            tag[0] = _int_tag(self.row_int(row))
+            return True
         if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return False
+        tag[0] = self.tag_of(self.probe)
+        return True
+
+    cdef bint key_changed(self, const char* a, const char* b) noexcept:
+        if self.int_key:
+            return self.row_int(a) != self.row_int(b)
+        return Index.key_changed(self, a, b)
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        cdef uint32_t tag
+        if not self.row_tag(row, &tag):
             return 0
         if (self.size + 1) * 4 > self.capacity * 3:
             self.grow()
-        cdef uint32_t tag = self.tag_of(self.probe)
         cdef size_t mask = self.capacity - 1
         cdef size_t i = tag & mask
         while self.slots[i] != EMPTY_SLOT:
@@ -1606,9 +1696,9 @@ cdef class HashIndex(Index):
         return 0
 
     cdef int remove(self, uint32_t rowid, const char* row) except -1:
-        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+        cdef uint32_t tag
+        if not self.row_tag(row, &tag):
             return 0
-        cdef uint32_t tag = self.tag_of(self.probe)
         cdef size_t mask = self.capacity - 1
         cdef size_t i = tag & mask
         cdef size_t j, k
@@ -1937,7 +2027,7 @@ cdef class ViewMaintainer:
         cdef Cell cell, cur
         cdef int i
         self.group_key(src_row, &self.key)
-        rowid = pk.find_encoded(self.key, pk.tag_of(self.key))
+        rowid = pk.find_key(self.key)
         if rowid == NO_ROW:
             memset(row, 0, v.row_size)
             for i in range(self.ngroup):
@@ -1990,7 +2080,7 @@ cdef class ViewMaintainer:
         cdef int64_t n
         cdef OrderedIndex idx
         self.group_key(src_row, &self.key)
-        rowid = pk.find_encoded(self.key, pk.tag_of(self.key))
+        rowid = pk.find_key(self.key)
         if rowid == NO_ROW:
             return 0
         n = self.get_int(v.slot_row(rowid), self.count_col) - 1
