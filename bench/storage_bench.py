@@ -39,6 +39,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -271,6 +272,11 @@ def load_sqlite(rows):
     conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
     conn.execute("COMMIT")
     return conn
+
+
+def progress(what, started):
+    """Progress on stderr, so that stdout is just the report."""
+    print(f"  {what} done ({perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
 
 def timed(label, fn, *args):
@@ -561,6 +567,11 @@ def machine_info():
                              capture_output=True, text=True).stdout.strip() or "no commits"
     except OSError:
         git = "unknown"
+    try:
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+    except OSError:
+        load = "unknown"
     return [
         ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("cpu", f"{model}, {os.cpu_count()} cores ({usable} usable)"),
@@ -568,6 +579,7 @@ def machine_info():
         ("python", f"{platform.python_implementation()} {platform.python_version()}, "
                    f"numpy {np.__version__}, sqlite {sqlite3.sqlite_version}"),
         ("git", git),
+        ("load", f"{load} (load average at start; other work on the machine skews figures)"),
     ]
 
 
@@ -657,8 +669,9 @@ def report(args, results, engine_error, notes):
           "(1-3, 5b);\n  dict time / Flowstate time for ms (4a, 4b; above 100% = "
           "faster than dict);\n  Flowstate bytes / dict bytes for memory (5; below "
           "100% = smaller).")
-    for note in notes:
-        print(note)
+    # notes in benchmark order ("2: ..." after "1: ..."), general ones first
+    for note in sorted(notes, key=lambda t: t[0] if t[0].isdigit() else ""):
+        print(textwrap.fill(note, width=100, subsequent_indent="   "))
     if engine_error:
         print(f"flowstate: engine not importable ({engine_error}); its column is empty.")
     print()
@@ -746,31 +759,33 @@ def main(argv=None):
             if mem is not None:
                 load += f"; flowstate items.memory_bytes {mem:,} ({mem / n:.1f} B/row)"
         notes.append(load)
-        print(load, flush=True)
-        ids = [r[0] for r in rows]
+        progress("load", started)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
         if "lookup" in args.only:
-            keys = [ids[i] for i in rng.integers(0, n, n).tolist()]
+            # fresh int objects, as keys decoded from a request would be (the
+            # stored rows' own key objects would let the dict match by identity)
+            keys = ids[rng.integers(0, n, n)].tolist()
             bench_lookup(sys_, keys, args.min_time, results)
-            print(f"lookup done ({perf_counter() - started:.0f} s)", flush=True)
+            progress("lookup", started)
             lk = results["lookup"]
             notes.append(f"1: dict is d.get(k), the same call shape and miss semantics "
-                         f"as Table.get(k); d[k] does {lk['dict_subscript']:,.0f}/s"
+                         f"as Table.get(k); keys are fresh int objects, as if decoded "
+                         f"from requests; d[k] does {lk['dict_subscript']:,.0f}/s"
                          + (f" (Flowstate = {lk['flowstate'] / lk['dict_subscript']:.0%} of that)"
                             if "flowstate" in lk else "")
                          + ". Rows are (id BIGINT PK, k INTEGER, x INTEGER, label VARCHAR(16)).")
         if "range" in args.only:
-            sorted_k = sys_["dict_k"]
-            lows = [sorted_k[i] for i in
-                    rng.integers(0, n - RANGE_ROWS, 10_000).tolist()]
+            sorted_k = np.array(sys_["dict_k"], dtype=np.int64)
+            lows = sorted_k[rng.integers(0, n - RANGE_ROWS, 10_000)].tolist()
             bench_range(sys_, lows, args.min_time, results)
-            print(f"range done ({perf_counter() - started:.0f} s)", flush=True)
+            progress("range", started)
             notes.append("3: Flowstate Index.range(low, high, limit=100) on a non-unique "
                          "ordered index; dict = bisect on a sorted list of k + 100 dict "
                          "lookups; sqlite3 = WHERE k BETWEEN ? AND ? ORDER BY k LIMIT 100 "
                          "(index order, no sort).")
         if "aggregate" in args.only:
             bench_aggregate(sys_, args.min_time, results)
-            print(f"aggregate done ({perf_counter() - started:.0f} s)", flush=True)
+            progress("aggregate", started)
             notes.append("4: dict = sum(v[2] for v in d.values()); 4a = sum(r[2] for r in "
                          "table.scan()); 4b = table.column_array('x').sum(), column "
                          "extraction included; sqlite3 = SELECT SUM(x). dict and sqlite3 "
@@ -782,7 +797,7 @@ def main(argv=None):
 
     if "insert" in args.only:
         bench_insert(Store, insert_rows(n, args.seed + 2), results)
-        print(f"insert done ({perf_counter() - started:.0f} s)", flush=True)
+        progress("insert", started)
         notes.append(f"2: {n:,} rows into an empty table per run, random key order; "
                      f"transactions of {COMMIT_EVERY:,} inserts (Flowstate: store.begin() "
                      "... store.commit(), undo on; sqlite3: BEGIN ... COMMIT). Secondary "
@@ -792,7 +807,7 @@ def main(argv=None):
 
     if "memory" in args.only:
         bench_memory(args, results)
-        print(f"memory done ({perf_counter() - started:.0f} s)", flush=True)
+        progress("memory", started)
         mem = results["memory"]
         for system in MEMORY_SYSTEMS:
             m = mem.get(system, {})

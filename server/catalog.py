@@ -1,14 +1,14 @@
 """The catalog: the tables, indexes, views and procedures of an application.
 
-An application's ``schema.sql`` (DDL in VoltDB's dialect) goes in, plain
-frozen dataclasses come out. The catalog knows nothing about storage:
+An application's ``schema.sql`` (DDL in VoltDB's dialect) goes in, frozen
+dataclasses come out; the catalog knows nothing about storage:
 
     schema.sql --Catalog.apply()--> TableDef / IndexDef / ViewDef / ProcedureDef
         --> each partition builds its native tables, indexes and views from them
         --> the router reads how each procedure is partitioned
 
-Everything here is picklable data (no parser objects are kept), so the
-coordinator can hand the catalog to the partitions as it is.
+It is picklable data (no parser objects are kept), so the coordinator can
+hand it to the partitions as it is.
 
 Invariants, true after every successful ``apply()``:
 
@@ -22,8 +22,7 @@ Invariants, true after every successful ``apply()``:
    partition column, because uniqueness is only enforced inside one
    partition. ASSUMEUNIQUE indexes are exempt (the application vouches for
    global uniqueness) and are refused on replicated tables, as in VoltDB.
-5. A partitioned procedure names a partitioned table and that table's
-   partition column.
+5. A partitioned procedure names a partitioned table and its partition column.
 6. Every index and view refers to an existing table and existing columns.
 
 ``apply()`` is all-or-nothing: when it raises SchemaError the catalog is as
@@ -243,11 +242,8 @@ class _Statement:
         return self.line + rel - 1 if rel else self.line
 
     def rewritten(self, replace: dict[int, str]) -> str:
-        """The statement text with tokens (by index) replaced.
-
-        Replacements are padded to the token's width so that the line and
-        column sqlglot reports still point into the original script.
-        """
+        """The text with tokens (by index) replaced, padded to the token's
+        width so that sqlglot's lines and columns still match the script."""
         base = self.tokens[0].start
         out = list(self.text)
         for i, new in replace.items():
@@ -274,7 +270,7 @@ def _head(tokens: list[_Token]) -> str:
     return " ".join(words)
 
 
-def split_statements(script: str, source: str = "schema.sql") -> list[_Statement]:
+def _split_statements(script: str, source: str = "schema.sql") -> list[_Statement]:
     """Tokenize a DDL script and cut it into statements at each ``;``."""
     statements, current, line = [], [], 1
     for m in _TOKEN_RE.finditer(script):
@@ -321,33 +317,32 @@ class _Cursor:
             if not self.accept(word):
                 raise self.st.error(f"expected {word}, {self._found()}")
 
-    def name(self, what: str) -> str:
+    def _take(self, kinds: tuple[str, ...], what: str) -> _Token:
         tok = self.peek()
-        if tok is None or tok.kind not in ("word", "quoted"):
+        if tok is None or tok.kind not in kinds or (kinds == ("number",)
+                                                     and not tok.text.isdigit()):
             raise self.st.error(f"expected {what}, {self._found()}")
         self.i += 1
-        return tok.name
+        return tok
+
+    def name(self, what: str) -> str:
+        return self._take(("word", "quoted"), what).name
+
+    def integer(self, what: str) -> int:
+        return int(self._take(("number",), what).text)
 
     def dotted(self, what: str) -> str:
         """A dotted name such as a Python class path, case kept."""
-        parts = []
-        while True:
-            tok = self.peek()
-            if tok is None or tok.kind != "word":
-                raise self.st.error(f"expected {what}, {self._found()}")
-            parts.append(tok.text)
-            self.i += 1
-            nxt = self.peek()
-            if nxt is None or nxt.text != ".":
-                return ".".join(parts)
-            self.i += 1
+        parts = [self._take(("word",), what).text]
+        while self.accept_punct("."):
+            parts.append(self._take(("word",), what).text)
+        return ".".join(parts)
 
-    def integer(self, what: str) -> int:
-        tok = self.peek()
-        if tok is None or tok.kind != "number" or not tok.text.isdigit():
-            raise self.st.error(f"expected {what}, {self._found()}")
-        self.i += 1
-        return int(tok.text)
+    def accept_punct(self, char: str) -> bool:
+        if self.peek() is not None and self.peek().text == char:
+            self.i += 1
+            return True
+        return False
 
     def end(self) -> None:
         if self.peek() is not None:
@@ -529,7 +524,7 @@ class Catalog:
         saved = (dict(self.tables), dict(self.indexes), dict(self.views),
                  dict(self.procedures), dict(self._origins))
         try:
-            for st in split_statements(ddl_text, source):
+            for st in _split_statements(ddl_text, source):
                 self._execute(st)
             if validate:
                 self.validate()
@@ -579,13 +574,12 @@ class Catalog:
     def validate(self) -> None:
         """Check the rules that span statements (invariants 4 and 5)."""
         for table in self.tables.values():
-            pcol = table.partition_column
-            if pcol is None or table.primary_key is None or pcol in table.primary_key:
-                continue
-            raise self._origins["partition", table.name].error(
-                f"the primary key ({', '.join(table.primary_key)}) of table "
-                f"{table.name!r} (line {table.line}) does not include its partition "
-                f"column {pcol!r}; uniqueness is only enforced within a partition")
+            pcol, pk = table.partition_column, table.primary_key
+            if pcol is not None and pk is not None and pcol not in pk:
+                raise self._origins["partition", table.name].error(
+                    f"the primary key ({', '.join(pk)}) of table {table.name!r} (line "
+                    f"{table.line}) does not include its partition column {pcol!r}; "
+                    "uniqueness is only enforced within a partition")
         for index in self.indexes.values():
             table = self.tables[index.table]
             where = self._origins["index", index.name]
@@ -605,13 +599,10 @@ class Catalog:
                 continue
             where = self._origins["procedure partition", key]
             table = self.tables.get(part.table)
-            if table is None:
+            if table is None or table.is_replicated:
+                why = "does not exist" if table is None else "is not partitioned"
                 raise where.error(f"procedure {proc.name} is partitioned on table "
-                                  f"{part.table!r}, which does not exist")
-            if table.is_replicated:
-                raise where.error(f"procedure {proc.name} is partitioned on table "
-                                  f"{part.table!r}, which is not partitioned (add "
-                                  f"PARTITION TABLE {part.table} ON COLUMN ...)")
+                                  f"{part.table!r}, which {why}")
             if part.column != table.partition_column:
                 raise where.error(f"column {part.column!r} is not the partition column "
                                   f"of table {part.table!r} ({table.partition_column!r})")
@@ -619,28 +610,25 @@ class Catalog:
     # -- statements ---------------------------------------------------------
 
     def _execute(self, st: _Statement) -> None:
-        words = [t.upper for t in st.tokens[:4]]
-        first, second = words[0], (words[1:2] or [""])[0]
-        if first == "CREATE":
-            kind = next((w for w in words[1:3] if w not in ("UNIQUE", "ASSUMEUNIQUE")), "")
-            if second == "TABLE":
-                return self._create_table(st)
-            if kind == "INDEX":
-                return self._create_index(st)
-            if second == "VIEW":
-                return self._create_view(st)
-            if second == "PROCEDURE":
-                return self._create_procedure(st)
-            if second == "STREAM":
-                raise st.error("CREATE STREAM is not supported yet")
-            if second == "OR":
-                raise st.error("CREATE OR REPLACE is not supported; DROP, then CREATE")
-        elif first == "PARTITION" and second == "TABLE":
-            return self._partition_table(st)
-        elif first == "PARTITION" and second == "PROCEDURE":
-            return self._partition_procedure(st)
-        elif first == "DROP":
+        words = [t.upper for t in st.tokens[:3]]
+        if words[1:] in (["UNIQUE", "INDEX"], ["ASSUMEUNIQUE", "INDEX"]):
+            del words[1]
+        handler = {
+            ("CREATE", "TABLE"): self._create_table,
+            ("CREATE", "INDEX"): self._create_index,
+            ("CREATE", "VIEW"): self._create_view,
+            ("CREATE", "PROCEDURE"): self._create_procedure,
+            ("PARTITION", "TABLE"): self._partition_table,
+            ("PARTITION", "PROCEDURE"): self._partition_procedure,
+        }.get(tuple(words[:2]))
+        if handler is not None:
+            return handler(st)
+        if words[0] == "DROP":
             return self._drop(st)
+        if words[:2] == ["CREATE", "STREAM"]:
+            raise st.error("CREATE STREAM is not supported yet")
+        if words[:2] == ["CREATE", "OR"]:
+            raise st.error("CREATE OR REPLACE is not supported; DROP, then CREATE")
         raise st.error("unsupported statement; Flowstate's DDL is CREATE TABLE, CREATE "
                        "[UNIQUE | ASSUMEUNIQUE] INDEX, CREATE VIEW, CREATE PROCEDURE, "
                        "PARTITION TABLE, PARTITION PROCEDURE and DROP")
@@ -778,20 +766,20 @@ class Catalog:
                     raise st.error(f"column {cname!r}: {e}", line) from None
             final.append(col)
 
-        table = TableDef(name, final, primary_key, None, st.line)
-        new_indexes = []
-        for cols, cons_name, assume, line in unique_sets:
-            iname = cons_name or self._generated_index_name(
-                name, cols, assume, {i.name for i in new_indexes})
-            if iname in self.indexes or any(i.name == iname for i in new_indexes):
-                raise st.error(f"an index named {iname!r} already exists", line)
-            new_indexes.append(IndexDef(iname, name, cols, True, True, line,
-                                        assume_unique=assume, from_constraint=True))
-        self.tables[name] = table
+        self.tables[name] = TableDef(name, final, primary_key, None, st.line)
         self._origins["table", name] = _Origin(st.source, st.line, st.head)
-        for index in new_indexes:
-            self.indexes[index.name] = index
-            self._origins["index", index.name] = _Origin(st.source, index.line, st.head)
+        for cols, iname, assume, line in unique_sets:
+            if iname is None:
+                iname = base = f"{name}_{'_'.join(cols)}_{'assume' * assume}unique"
+                n = 1
+                while iname in self.indexes:
+                    n += 1
+                    iname = f"{base}_{n}"
+            if iname in self.indexes:
+                raise st.error(f"an index named {iname!r} already exists", line)
+            self.indexes[iname] = IndexDef(iname, name, cols, True, True, line,
+                                           assume_unique=assume, from_constraint=True)
+            self._origins["index", iname] = _Origin(st.source, line, st.head)
 
     def _column_list(self, st: _Statement, items) -> tuple[str, ...]:
         names = []
@@ -806,14 +794,6 @@ class Catalog:
                                "indexes on expressions are not supported")
             names.append(item.name.lower())
         return tuple(names)
-
-    def _generated_index_name(self, table, cols, assume, taken) -> str:
-        base = f"{table}_{'_'.join(cols)}_{'assumeunique' if assume else 'unique'}"
-        name, n = base, 1
-        while name in self.indexes or name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        return name
 
     def _create_index(self, st: _Statement) -> None:
         # sqlglot knows neither ASSUMEUNIQUE nor a trailing USING clause:
@@ -873,11 +853,10 @@ class Catalog:
         self._check_new_relation(st, name)
         if not isinstance(select, exp.Select):
             raise st.error("a view must be one SELECT ... FROM table GROUP BY ...")
-        for clause, words in (("where", "WHERE"), ("joins", "JOIN"), ("having", "HAVING"),
-                              ("order", "ORDER BY"), ("limit", "LIMIT"),
-                              ("offset", "OFFSET"), ("distinct", "DISTINCT"),
-                              ("with", "WITH")):
+        for clause in ("where", "joins", "having", "order", "limit", "offset",
+                       "distinct", "with"):
             if select.args.get(clause):
+                words = {"joins": "JOIN", "order": "ORDER BY"}.get(clause, clause.upper())
                 raise st.error(f"{words} is not supported in a view; views are "
                                "SELECT group columns, aggregates FROM one table GROUP BY")
         source = select.args.get("from_") or select.args.get("from")
@@ -959,6 +938,8 @@ class Catalog:
         arg = node.this
         if func == "COUNT" and isinstance(arg, exp.Star):
             return func, None
+        if arg is None or node.expressions:
+            raise st.error(f"{func} takes one column")
         if isinstance(arg, exp.Distinct):
             raise st.error(f"{func}(DISTINCT ...) is not supported in a view")
         return func, column_of(arg, f"the argument of {func}")
@@ -1068,16 +1049,12 @@ class Catalog:
         if cascade and kind != "TABLE":
             raise st.error("CASCADE only applies to DROP TABLE")
         key = (name.rsplit(".", 1)[-1] if kind == "PROCEDURE" else name).lower()
-        registry = {"TABLE": self.tables, "VIEW": self.views, "INDEX": self.indexes,
-                    "PROCEDURE": self.procedures}[kind]
-        if key not in registry:
+        if key not in self._registry(kind.lower()):
             if if_exists:
                 return
-            hint = ""
-            if kind == "TABLE" and key in self.views:
-                hint = "; it is a view: use DROP VIEW"
-            elif kind == "VIEW" and key in self.tables:
-                hint = "; it is a table: use DROP TABLE"
+            other = {"TABLE": "view", "VIEW": "table"}.get(kind)
+            hint = f"; it is a {other}: use DROP {other.upper()}" \
+                if other and key in self._registry(other) else ""
             raise st.error(f"unknown {kind.lower()} {name!r}{hint}")
         if kind == "TABLE":
             views = [v.name for v in self.views_of(key)]
@@ -1096,9 +1073,12 @@ class Catalog:
                            f"{self.indexes[key].table!r}; it goes with the table")
         self._forget(kind.lower(), key)
 
+    def _registry(self, kind: str) -> dict:
+        return {"table": self.tables, "view": self.views, "index": self.indexes,
+                "procedure": self.procedures}[kind]
+
     def _forget(self, kind: str, key: str) -> None:
-        {"table": self.tables, "view": self.views, "index": self.indexes,
-         "procedure": self.procedures}[kind].pop(key)
+        self._registry(kind).pop(key)
         self._origins.pop((kind, key), None)
         if kind == "procedure":
             self._origins.pop(("procedure partition", key), None)

@@ -7,6 +7,7 @@ import pathlib
 import pickle
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flowstate.errors import SchemaError
 from flowstate.server.catalog import (
@@ -221,8 +222,8 @@ def test_assumeunique_constraints():
 
 
 def test_unique_constraint_names_do_not_collide():
-    c = load("CREATE INDEX t_a_unique ON u (a);".join(["CREATE TABLE u (a INT);\n", "\n"])
-             + "CREATE TABLE t (a INT UNIQUE);")
+    c = load("CREATE TABLE u (a INT);\nCREATE INDEX t_a_unique ON u (a);\n"
+             "CREATE TABLE t (a INT UNIQUE);")
     assert set(c.indexes) == {"t_a_unique", "t_a_unique_2"}
     assert "an index named 'x' already exists" in error(
         "CREATE TABLE t (a INT CONSTRAINT x UNIQUE, b INT CONSTRAINT x UNIQUE);")
@@ -350,6 +351,7 @@ def test_unterminated_strings_and_comments():
     ("ALTER TABLE t ADD COLUMN b INT;", "ALTER TABLE t"),
     ("SELECT * FROM t;", "SELECT"),
     ("CREATE ROLE admin;", "CREATE ROLE"),
+    ("CREATE UNIQUE TABLE x (a INT);", "CREATE UNIQUE TABLE x"),
     ("INSERT INTO t VALUES (1);", "INSERT"),
 ])
 def test_unknown_statements(ddl, head):
@@ -467,7 +469,8 @@ def test_unique_indexes_must_include_partition_column_checked_at_the_end():
                           "does not include the partition column 'a'")
     msg = error("CREATE TABLE t (a INT NOT NULL, b INT UNIQUE);\nPARTITION TABLE t ON COLUMN a;")
     assert "line 1: CREATE TABLE t: unique index 't_b_unique'" in msg
-    c = load(base + "CREATE UNIQUE INDEX uab ON t (b, a);\nCREATE ASSUMEUNIQUE INDEX ab ON t (b);\n"
+    c = load(base + "CREATE UNIQUE INDEX uab ON t (b, a);\n"
+             "CREATE ASSUMEUNIQUE INDEX ab ON t (b);\n"
              "PARTITION TABLE t ON COLUMN a;")
     assert set(c.indexes) == {"uab", "ab"}
 
@@ -613,6 +616,8 @@ def test_view_without_aggregates():
     ("SELECT g, SUM(ts) FROM t GROUP BY g", "SUM of non-numeric column 'ts'"),
     ("SELECT g, COUNT(DISTINCT x) FROM t GROUP BY g", "COUNT(DISTINCT ...) is not supported"),
     ("SELECT g, SUM(x + 1) FROM t GROUP BY g", "the argument of SUM must be a column"),
+    ("SELECT g, COUNT() FROM t GROUP BY g", "COUNT takes one column"),
+    ("SELECT g, MAX(x, y) FROM t GROUP BY g", "MAX takes one column"),
     ("SELECT g, SUM(zz) FROM t GROUP BY g", "table 't' has no column 'zz'"),
     ("SELECT zz, COUNT(*) FROM t GROUP BY zz", "table 't' has no column 'zz'"),
     ("SELECT g, COUNT(*) FROM nope GROUP BY g", "unknown table 'nope'"),
@@ -707,3 +712,35 @@ def test_dataclass_shapes():
     t = TableDef("t", [], None, None, 1)
     assert t.is_replicated
     assert not TableDef("t", [], None, "a", 1).is_replicated
+
+
+# -- robustness -------------------------------------------------------------------
+
+_FRAGMENTS = [
+    "CREATE", "TABLE", "INDEX", "VIEW", "PROCEDURE", "PARTITION", "DROP", "UNIQUE",
+    "ASSUMEUNIQUE", "PRIMARY KEY", "NOT NULL", "NULL", "DEFAULT", "ON", "COLUMN",
+    "PARAMETER", "FROM", "CLASS", "AS", "SELECT", "GROUP BY", "COUNT(*)", "SUM(a)",
+    "USING HASH", "IF EXISTS", "CASCADE", "CONSTRAINT", "t", "u", "a", "b", "a.b",
+    "INT", "VARCHAR(3)", "VARCHAR(2 BYTES)", "DECIMAL(5,2)", "TIMESTAMP", "VARBINARY",
+    "(", ")", ",", ";", "'x'", "'0f'", "-1", "1.5", "1e400", "--c\n", "/* c */", "\n",
+    "'", '"', "/*", "*", ".", "+",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30))
+def test_any_input_gives_a_catalog_or_a_schema_error(fragments):
+    c = Catalog()
+    try:
+        c.apply(" ".join(fragments))
+    except SchemaError as e:
+        assert " line " in str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_gives_a_catalog_or_a_schema_error(text):
+    try:
+        Catalog().apply("CREATE TABLE t (a INT);\n" + text)
+    except SchemaError:
+        pass

@@ -1,0 +1,3 @@
+from flowstate.cli import main
+
+raise SystemExit(main())
