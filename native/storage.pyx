@@ -259,15 +259,10 @@ def _decimal_parts(str table, str column, object v):
     """A DECIMAL parameter as the (hi, lo) halves of its scaled int128."""
     if isinstance(v, _decimal.Decimal):
         d = v
-    elif isinstance(v, int):
+    elif isinstance(v, int) and not isinstance(v, bool):
         d = _decimal.Decimal(v)
     elif isinstance(v, float):
         d = _decimal.Decimal(repr(v))
-    elif isinstance(v, str):
-        try:
-            d = _decimal.Decimal(v)
-        except _decimal.InvalidOperation:
-            raise TypeMismatchError(f"{table}.{column}: {_short(v)} is not a DECIMAL") from None
     else:
         raise TypeMismatchError(
             f"{table}.{column}: expected a Decimal for DECIMAL, got {type(v).__name__} {_short(v)}")
@@ -305,34 +300,34 @@ cdef int py_to_cell(Table t, int ci, object v, Cell* cell) except -1:
     cell.null = False
     if v is None:
         if not c.nullable:
-            raise NotNullError(f"{t.name}.{t.column_names[ci]}: NULL is not allowed (the column is NOT NULL)")
+            raise NotNullError(f"{t.name}.{t.all_names[ci]}: NULL is not allowed (the column is NOT NULL)")
         cell.null = True
         return 0
     ty = c.type
     if ty <= T_BIGINT:
-        if not PyLong_Check(v):
-            if isinstance(v, float) or not hasattr(v, "__index__"):
-                raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected an int for "
+        if not PyLong_Check(v) or isinstance(v, bool):
+            if isinstance(v, (float, bool)) or not hasattr(v, "__index__"):
+                raise TypeMismatchError(f"{t.name}.{t.all_names[ci]}: expected an int for "
                                         f"{ColumnType(ty).name}, got {type(v).__name__} {_short(v)}")
             v = v.__index__()
         iv = PyLong_AsLongLongAndOverflow(v, &overflow)
         if overflow or iv < c.min_int or iv > c.max_int:
-            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of range "
+            raise ValueOutOfRangeError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is out of range "
                                        f"for {ColumnType(ty).name}")
         cell.i = iv
     elif ty == T_VARCHAR:
         if not PyUnicode_Check(v):
-            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a str for VARCHAR, "
+            raise TypeMismatchError(f"{t.name}.{t.all_names[ci]}: expected a str for VARCHAR, "
                                     f"got {type(v).__name__} {_short(v)}")
         cell.p = PyUnicode_AsUTF8AndSize(v, &n)
         cell.n = n
         if c.max_chars >= 0:
             if PyUnicode_GET_LENGTH(v) > c.max_chars:
-                raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is "
+                raise ValueTooLongError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is "
                                         f"{PyUnicode_GET_LENGTH(v)} characters, longer than "
                                         f"VARCHAR({c.max_chars})")
         elif n > c.capacity:
-            raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is {n} bytes, "
+            raise ValueTooLongError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is {n} bytes, "
                                     f"longer than VARCHAR({c.capacity} BYTES)")
     elif ty == T_FLOAT:
         if PyFloat_Check(v):
@@ -341,24 +336,22 @@ cdef int py_to_cell(Table t, int ci, object v, Cell* cell) except -1:
             try:
                 fv = float(v)
             except OverflowError:
-                raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of "
+                raise ValueOutOfRangeError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is out of "
                                            f"range for FLOAT") from None
         else:
-            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a float for FLOAT, "
+            raise TypeMismatchError(f"{t.name}.{t.all_names[ci]}: expected a float for FLOAT, "
                                     f"got {type(v).__name__} {_short(v)}")
         if isnan(fv):
-            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: NaN is not a valid FLOAT")
-        if fv == 0.0:
-            fv = 0.0       # one zero: -0.0 and 0.0 are the same key
+            raise ValueOutOfRangeError(f"{t.name}.{t.all_names[ci]}: NaN is not a valid FLOAT")
         cell.f = fv
     elif ty == T_TIMESTAMP:
         if isinstance(v, bool) or not (PyLong_Check(v) or isinstance(v, _dt.datetime)):
-            raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected a datetime or int "
+            raise TypeMismatchError(f"{t.name}.{t.all_names[ci]}: expected a datetime or int "
                                     f"microseconds for TIMESTAMP, got {type(v).__name__} {_short(v)}")
         micros = timestamp_to_micros(v)
         iv = PyLong_AsLongLongAndOverflow(micros, &overflow)
         if overflow:
-            raise ValueOutOfRangeError(f"{t.name}.{t.column_names[ci]}: {_short(v)} is out of range "
+            raise ValueOutOfRangeError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is out of range "
                                        f"for TIMESTAMP")
         cell.i = iv
     elif ty == T_VARBINARY:
@@ -367,15 +360,15 @@ cdef int py_to_cell(Table t, int ci, object v, Cell* cell) except -1:
                 v = bytes(v)
                 t._keep.append(v)
             else:
-                raise TypeMismatchError(f"{t.name}.{t.column_names[ci]}: expected bytes for "
+                raise TypeMismatchError(f"{t.name}.{t.all_names[ci]}: expected bytes for "
                                         f"VARBINARY, got {type(v).__name__} {_short(v)}")
         cell.p = PyBytes_AS_STRING(v)
         cell.n = PyBytes_GET_SIZE(v)
         if cell.n > c.capacity:
-            raise ValueTooLongError(f"{t.name}.{t.column_names[ci]}: value of {cell.n} bytes is "
+            raise ValueTooLongError(f"{t.name}.{t.all_names[ci]}: {_short(v)} is {cell.n} bytes, "
                                     f"longer than VARBINARY({c.capacity})")
     elif ty == T_DECIMAL:
-        hi, lo = _decimal_parts(t.name, t.column_names[ci], v)
+        hi, lo = _decimal_parts(t.name, t.all_names[ci], v)
         cell.dhi = hi
         cell.dlo = lo
     return 0
@@ -465,6 +458,7 @@ cdef void encode_cell(ColMeta* c, Cell* cell, string* out) noexcept:
     cdef uint64_t u
     cdef Py_ssize_t k
     cdef unsigned char b
+    cdef double f
     if cell.null:
         out.push_back(0)
         return
@@ -487,7 +481,10 @@ cdef void encode_cell(ColMeta* c, Cell* cell, string* out) noexcept:
         out.push_back(0)
         out.push_back(0)
     elif ty == T_FLOAT:
-        memcpy(&u, &cell.f, 8)
+        f = cell.f
+        if f == 0.0:
+            f = 0.0        # -0.0 is stored as given but is the same key as 0.0
+        memcpy(&u, &f, 8)
         if u >> 63:
             u = ~u
         else:
@@ -553,12 +550,20 @@ cdef class Store:
         cdef Table src = self._table(source)
         if src.is_view:
             raise ValueError(f"view {name}: its source {src.name} is a view; views of views are not supported")
-        maint = ViewMaintainer(self, name, src, [g.lower() for g in group_by],
+        cdef ViewMaintainer maint = ViewMaintainer(self, name, src, [g.lower() for g in group_by],
                                [(f.upper(), None if c is None else c.lower()) for f, c in aggregates],
                                column_names, len(self.by_id))
         view = maint.view
         self.by_id.append(view)
         self.tables[name] = view
+        try:
+            maint.build(self)
+        except BaseException:
+            self.by_id[len(self.by_id) - 1] = None
+            del self.tables[name]
+            for idx in maint.hidden_indexes:
+                src.remove_index(idx)
+            raise
         src.views.append(maint)
         return view
 
@@ -697,6 +702,7 @@ cdef class Table:
     cdef readonly str name
     cdef readonly tuple columns
     cdef readonly tuple column_names
+    cdef tuple all_names          # column_names plus a view's hidden columns
     cdef readonly object primary_key
     cdef readonly object Row
     cdef readonly dict indexes
@@ -735,15 +741,16 @@ cdef class Table:
         self.store = store
         self.name = name
         self.table_id = table_id
-        self.columns = tuple(columns)
+        self.nvisible = len(columns) if nvisible < 0 else nvisible
+        self.columns = tuple(columns[:self.nvisible])
         self.ncols = len(columns)
-        self.nvisible = self.ncols if nvisible < 0 else nvisible
         if self.ncols == 0:
             raise ValueError(f"table {name} has no columns")
-        self.column_names = tuple(col.name.lower() for col in columns)
-        if len(set(self.column_names)) != self.ncols:
+        self.all_names = tuple(col.name.lower() for col in columns)
+        self.column_names = self.all_names[:self.nvisible]
+        if len(set(self.all_names)) != self.ncols:
             raise ValueError(f"table {name} has two columns with the same name")
-        self.col_index = {n: i for i, n in enumerate(self.column_names)}
+        self.col_index = {n: i for i, n in enumerate(self.all_names)}
         self.cols = <ColMeta*>calloc(self.ncols, sizeof(ColMeta))
         self.seen = <uint8_t*>calloc(self.ncols, 1)
         if self.cols == NULL or self.seen == NULL:
@@ -800,7 +807,7 @@ cdef class Table:
         self._keep = []
         self.is_view = is_view
         self.defaults = tuple(col.default for col in columns)
-        visible = self.column_names[:self.nvisible]
+        visible = self.all_names[:self.nvisible]
         self.Row = collections.namedtuple(name.title().replace("_", "") + "Row", visible, rename=True)
         self.row_type = <PyTypeObject*>self.Row
         self.pk = None
@@ -1404,7 +1411,7 @@ cdef class Index:
         self.key_cols = <int*>malloc(self.nkey * sizeof(int))
         for i in range(self.nkey):
             self.key_cols[i] = col_ids[i]
-        self.columns = tuple(table.column_names[i] for i in col_ids)
+        self.columns = tuple(table.all_names[i] for i in col_ids)
 
     def __dealloc__(self):
         free(self.key_cols)
@@ -1984,19 +1991,28 @@ cdef class ViewMaintainer:
         self.view.view_maintainer = self
         for i in range(self.nagg):
             if self.agg_func[i] == AGG_MIN or self.agg_func[i] == AGG_MAX:
-                cols = list(group_by) + [source.column_names[self.agg_src[i]]]
+                cols = list(group_by) + [source.all_names[self.agg_src[i]]]
                 idx = source.add_index(f"__{name}_{i}", cols, False, True, False)
                 self.hidden_indexes.append(idx)
                 self.agg_index.append(idx)
             else:
                 self.agg_index.append(None)
-        # build from the rows already in the source
+
+    cdef int build(self, Store store) except -1:
+        """Fill the view from the rows already in the source (the view must
+        be registered in the store: the undo log refers to it by id)."""
         cdef uint32_t r
-        for r in range(source.high_water):
-            if source.slot_state(r) == SLOT_LIVE:
-                self.on_insert(source.slot_row(r))
-        if not store.in_transaction:
-            store._release_undo()
+        cdef Table source = self.source
+        cdef size_t mark = store.stmt_begin()
+        try:
+            for r in range(source.high_water):
+                if source.slot_state(r) == SLOT_LIVE:
+                    self.on_insert(source.slot_row(r))
+        except BaseException:
+            store.stmt_fail(mark)
+            raise
+        store.stmt_end()
+        return 0
 
     def __dealloc__(self):
         free(self.group_src)
@@ -2158,7 +2174,7 @@ cdef class ViewMaintainer:
             fs_int128_store(buf_b, cell.dhi, cell.dlo)
             if not fs_int128_add_checked(buf_a, buf_b, buf_a, subtract):
                 raise ValueOutOfRangeError(f"{v.name}: SUM of {self.source.name}."
-                                           f"{self.source.column_names[self.agg_src[i]]} "
+                                           f"{self.source.all_names[self.agg_src[i]]} "
                                            f"is out of range for DECIMAL(38,12)")
             cur.dhi = fs_int128_hi(buf_a)
             cur.dlo = fs_int128_lo(buf_a)
@@ -2178,4 +2194,4 @@ cdef class ViewMaintainer:
 
     cdef str overflow_message(self, int i):
         return (f"{self.view.name}: SUM of {self.source.name}."
-                f"{self.source.column_names[self.agg_src[i]]} is out of range for BIGINT")
+                f"{self.source.all_names[self.agg_src[i]]} is out of range for BIGINT")
