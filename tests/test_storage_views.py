@@ -251,6 +251,21 @@ def test_view_created_on_a_table_with_rows():
     check_views(store)
 
 
+def test_create_view_over_a_group_of_two_rows_does_not_crash():
+    # Regression: create_view released the undo log (an UPDATE record of the
+    # view's group row) before the view was registered in the store, and
+    # the release read past the end of the store's table list (segfault).
+    store = votes_store(with_views=False)
+    t = store.tables["votes"]
+    t.insert(0, "CA", 1, 0)
+    t.insert(1, "CA", 1, 1)
+    v = store.create_view("tally", "votes", ["state"], [("COUNT", None), ("MIN", "amount")])
+    assert list(v.scan()) == [("CA", 2, 0)]
+    t.delete(0)
+    assert v.get("CA") == ("CA", 1, 1)
+    assert v.column_names == ("state", "count", "min_amount")
+
+
 def test_view_over_float_and_decimal_columns():
     store = Store()
     t = store.create_table("m", [Column("id", T.INTEGER, nullable=False),

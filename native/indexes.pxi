@@ -1,0 +1,764 @@
+# Included by storage.pyx: the index kinds. Every index sees rows through
+# its key encoding; the table calls add/remove/check_unique around each
+# change (see storage.pyx, "Indexes").
+
+# -- indexes ----------------------------------------------------------
+
+    cdef Index add_index(self, str name, list columns, bint unique, bint ordered, bint nulls_equal):
+        cdef Index idx
+        cdef uint32_t r
+        if name in self.indexes:
+            raise ValueError(f"{self.name} already has an index named {name}")
+        for c in columns:
+            if c not in self.col_index:
+                raise ValueError(f"index {name}: {self.name} has no column {c!r}")
+        if not columns:
+            raise ValueError(f"index {name} has no columns")
+        col_ids = [self.col_index[c] for c in columns]
+        if unique and not ordered:
+            idx = HashIndex(self, name, col_ids, nulls_equal)
+        else:
+            idx = OrderedIndex(self, name, col_ids, unique, nulls_equal)
+            idx.declared_ordered = ordered
+        # fill from existing rows; a collision undoes the whole index
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                if unique:
+                    idx.check_unique(self.slot_row(r), NO_ROW)
+                idx.add(r, self.slot_row(r))
+        self.indexes[name] = idx
+        self.all_indexes.append(idx)
+        if unique:
+            self.unique_indexes.append(idx)
+        return idx
+
+    cdef void remove_index(self, Index idx):
+        del self.indexes[idx.name]
+        self.all_indexes.remove(idx)
+        if idx in self.unique_indexes:
+            self.unique_indexes.remove(idx)
+
+    def index(self, name):
+        try:
+            return self.indexes[name.lower()]
+        except KeyError:
+            raise KeyError(f"{self.name} has no index named {name!r}") from None
+
+    # -- the Python API ---------------------------------------------------
+
+    cdef inline void check_writable(self) except *:
+        if self.is_view:
+            raise ReadOnlyError(f"{self.name} is a view: it changes with its source table, "
+                                f"not by direct writes")
+
+    cdef inline HashIndex need_pk(self):
+        if self.pk is None:
+            raise TypeError(f"{self.name} has no primary key: use an index or the row-id API")
+        return self.pk
+
+    def get(self, key):
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self.make_row(self.slot_row(rowid))
+
+    def insert(self, *values, **named):
+        self.check_writable()
+        self.fill_row(values, named, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+
+    def insert_rowid(self, values):
+        self.check_writable()
+        self.fill_row(tuple(values), None, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.last_rowid
+
+    def upsert(self, *values, **named):
+        self.check_writable()
+        cdef HashIndex pk = self.need_pk()
+        self.fill_row(values, named, self.scratch)
+        cdef uint32_t rowid = pk.find_row_key(self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            if rowid == NO_ROW:
+                self.insert_row(self.scratch)
+            else:
+                self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return rowid == NO_ROW
+
+    def update(self, key, **changes):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._update_rowid(rowid, changes)
+
+    def update_rowid(self, uint32_t rowid, **changes):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._update_rowid(rowid, changes)
+
+    cdef object _update_rowid(self, uint32_t rowid, dict changes):
+        self.copy_row_owned(self.slot_row(rowid), self.scratch)
+        try:
+            self.apply_changes(changes, self.scratch)
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(self.scratch)
+            raise
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.make_row(self.slot_row(rowid))
+
+    def delete(self, key):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._delete_rowid(rowid)
+
+    def delete_rowid(self, uint32_t rowid):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._delete_rowid(rowid)
+
+    cdef object _delete_rowid(self, uint32_t rowid):
+        row = self.make_row(self.slot_row(rowid))
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.delete_slot(rowid)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return row
+
+    def truncate(self):
+        self.check_writable()
+        cdef uint32_t r
+        cdef Py_ssize_t n = 0
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    self.delete_slot(r)
+                    n += 1
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return n
+
+    cdef void check_rowid(self, uint32_t rowid) except *:
+        if rowid >= self.high_water or self.slot_state(rowid) != SLOT_LIVE:
+            raise KeyError(f"{self.name} has no row {rowid}")
+
+    def read(self, uint32_t rowid):
+        self.check_rowid(rowid)
+        return self.make_row(self.slot_row(rowid))
+
+    def scan(self):
+        return TableScan(self)
+
+    def scan_rowids(self):
+        cdef uint32_t r
+        out = []
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                out.append(r)
+        return out
+
+    def column_array(self, name):
+        cdef int ci = self.column_position(name)
+        cdef ColMeta* c = &self.cols[ci]
+        cdef Cell cell
+        cdef uint32_t r
+        cdef Py_ssize_t k = 0
+        cdef bint has_null = False
+        cdef int64_t[:] ints
+        cdef double[:] floats
+        if c.type <= T_BIGINT or c.type == T_FLOAT:
+            if c.nullable:
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            has_null = True
+                            break
+            if c.type == T_FLOAT or has_null:
+                out = np.empty(self.count, dtype=np.float64)
+                floats = out
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            floats[k] = np.nan
+                        elif c.type == T_FLOAT:
+                            floats[k] = cell.f
+                        else:
+                            floats[k] = <double>cell.i
+                        k += 1
+                return out
+            out = np.empty(self.count, dtype=np.int64)
+            ints = out
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    row_to_cell(c, self.slot_row(r), &cell)
+                    ints[k] = cell.i
+                    k += 1
+            return out
+        out = np.empty(self.count, dtype=object)
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                row_to_cell(c, self.slot_row(r), &cell)
+                out[k] = cell_to_py(c, &cell)
+                k += 1
+        return out
+
+    @property
+    def memory_bytes(self):
+        """Bytes held by rows, out-of-line values and indexes."""
+        cdef Index idx
+        total = self.chunks.size() * <size_t>CHUNK_ROWS * self.slot_size + self.outline_bytes
+        total += self.free_slots.capacity() * 4
+        for idx in self.all_indexes:
+            total += idx.memory_bytes()
+        return total
+
+
+cdef class TableScan:
+    """Iterator over the live rows of a table, in slot order."""
+
+    cdef Table table
+    cdef uint32_t pos
+
+    def __cinit__(self, Table table):
+        self.table = table
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Table t = self.table
+        cdef uint32_t r
+        while self.pos < t.high_water:
+            r = self.pos
+            self.pos += 1
+            if t.slot_state(r) == SLOT_LIVE:
+                return t.make_row(t.slot_row(r))
+        raise StopIteration
+
+
+# -- indexes ------------------------------------------------------------------
+
+cdef class Index:
+    """Base of the index kinds: key encoding shared by all of them."""
+
+    cdef readonly str name
+    cdef readonly Table table
+    cdef readonly tuple columns
+    cdef readonly bint unique
+    cdef int* key_cols
+    cdef int nkey
+    cdef bint nulls_equal       # primary keys and view keys: NULL is a value
+    cdef string probe
+    cdef string probe2
+
+    def __cinit__(self, Table table, str name, list col_ids, *args):
+        cdef int i
+        self.table = table
+        self.name = name
+        self.nkey = len(col_ids)
+        self.key_cols = <int*>malloc(self.nkey * sizeof(int))
+        for i in range(self.nkey):
+            self.key_cols[i] = col_ids[i]
+        self.columns = tuple(table.all_names[i] for i in col_ids)
+
+    def __dealloc__(self):
+        free(self.key_cols)
+
+    @property
+    def ordered(self):
+        return False
+
+    cdef bint encode_row(self, const char* row, string* out) noexcept:
+        """Encode this index's key of a stored row; True if it holds a NULL."""
+        cdef Cell cell
+        cdef int i
+        cdef bint has_null = False
+        out.clear()
+        for i in range(self.nkey):
+            row_to_cell(&self.table.cols[self.key_cols[i]], row, &cell)
+            if cell.null:
+                has_null = True
+            encode_cell(&self.table.cols[self.key_cols[i]], &cell, out)
+        return has_null
+
+    cdef int encode_py(self, object key, string* out, bint allow_prefix) except -1:
+        """Encode a key given from Python (bare value or tuple); returns the
+        number of columns it covers."""
+        cdef Cell cell
+        cdef int i, n
+        out.clear()
+        if self.nkey == 1 and (PyLong_Check(key) or PyUnicode_Check(key)):
+            # the common case, without building a tuple
+            py_to_cell(self.table, self.key_cols[0], key, &cell)
+            encode_cell(&self.table.cols[self.key_cols[0]], &cell, out)
+            return 1
+        if self.nkey == 1 or not isinstance(key, (tuple, list)):
+            values = (key,)
+        else:
+            values = key
+        n = len(values)
+        if n > self.nkey or (n < self.nkey and not allow_prefix) or n == 0:
+            raise TypeMismatchError(f"index {self.name} of {self.table.name} takes a key of "
+                                    f"{self.nkey} value(s) {self.columns}, got {_short(key)}")
+        try:
+            for i in range(n):
+                py_to_cell(self.table, self.key_cols[i], values[i], &cell)
+                encode_cell(&self.table.cols[self.key_cols[i]], &cell, out)
+        finally:
+            if self.table._keep:
+                self.table._keep.clear()
+        return n
+
+    cdef bint key_changed(self, const char* a, const char* b) noexcept:
+        self.encode_row(a, &self.probe)
+        self.encode_row(b, &self.probe2)
+        return self.probe != self.probe2
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        return 0
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        return 0
+
+    cdef size_t memory_bytes(self):
+        return 0
+
+    cdef str describe_key(self, const char* row):
+        cdef Cell cell
+        values = []
+        for i in range(self.nkey):
+            row_to_cell(&self.table.cols[self.key_cols[i]], row, &cell)
+            values.append(_short(cell_to_py(&self.table.cols[self.key_cols[i]], &cell)))
+        what = "primary key" if self.name == "primary_key" else f"unique index {self.name}"
+        return (f"{self.table.name}: duplicate key ({', '.join(values)}) on "
+                f"({', '.join(self.columns)}) violates the {what}")
+
+    def __len__(self):
+        return 0
+
+    def __repr__(self):
+        return f"<index {self.name} on {self.table.name}{self.columns}>"
+
+    def get(self, key):
+        if not self.unique:
+            raise TypeError(f"index {self.name} is not unique: use find()")
+        rows = self.find(key)
+        return rows[0] if rows else None
+
+    def find(self, key):
+        return [self.table.make_row(self.table.slot_row(r)) for r in self.find_rowids(key)]
+
+    def range(self, low=None, high=None, *, bint low_inclusive=True, bint high_inclusive=True,
+              bint reverse=False, Py_ssize_t limit=-1):
+        cdef Table t = self.table
+        return [t.make_row(t.slot_row(r)) for r in self.range_rowids(
+            low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive,
+            reverse=reverse, limit=limit)]
+
+    def find_rowids(self, key):
+        raise NotImplementedError
+
+    def range_rowids(self, low=None, high=None, **kwargs):
+        raise TypeError(f"index {self.name} is a hash index: it has no order to scan; "
+                        f"declare an ordered index for range scans")
+
+
+cdef inline uint32_t _int_tag(int64_t v) noexcept:
+    # splitmix64's finalizer: every input bit moves the tag
+    cdef uint64_t z = <uint64_t>v + 0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return <uint32_t>(z ^ (z >> 32))
+
+
+cdef inline int64_t _decode_int_key(const string& key, int width) noexcept:
+    """The integer of a one-column integer key encoding (marker + big-endian)."""
+    cdef const unsigned char* p = <const unsigned char*>key.data() + 1
+    cdef uint64_t u = 0
+    cdef int k
+    for k in range(width):
+        u = (u << 8) | p[k]
+    u ^= <uint64_t>1 << (8 * width - 1)
+    if width < 8 and (u >> (8 * width - 1)) & 1:
+        u |= ~((<uint64_t>1 << (8 * width)) - 1)     # sign-extend
+    return <int64_t>u
+
+
+cdef class HashIndex(Index):
+    """Unique hash index: open addressing over (hash tag, row id) slots.
+
+    A key of one NOT NULL integer or TIMESTAMP column (most primary keys)
+    takes a fast path that hashes and compares the integer itself instead
+    of its encoding; both paths agree on which rows match.
+    """
+
+    cdef uint64_t* slots
+    cdef size_t capacity
+    cdef size_t size
+    cdef bint int_key
+    cdef int int_offset
+    cdef int int_width
+
+    def __cinit__(self, Table table, str name, list col_ids, bint nulls_equal):
+        cdef ColMeta* c = &table.cols[<int>col_ids[0]]
+        self.unique = True
+        self.nulls_equal = nulls_equal
+        self.int_key = (len(col_ids) == 1 and not c.nullable
+                        and (c.type <= T_BIGINT or c.type == T_TIMESTAMP))
+        self.int_offset = c.offset
+        self.int_width = c.width
+        self.capacity = 16
+        self.size = 0
+        self.slots = <uint64_t*>malloc(self.capacity * sizeof(uint64_t))
+        if self.slots == NULL:
+            raise MemoryError()
+        memset(self.slots, 0xFF, self.capacity * sizeof(uint64_t))
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    def __len__(self):
+        return self.size
+
+    cdef size_t memory_bytes(self):
+        return self.capacity * sizeof(uint64_t)
+
+    cdef inline uint32_t tag_of(self, const string& key) noexcept:
+        cdef uint64_t h
+        if self.int_key:
+            return _int_tag(_decode_int_key(key, self.int_width))
+        h = fs_hash_bytes(key.data(), key.size())
+        return <uint32_t>(h ^ (h >> 32))
+
+    cdef inline int64_t row_int(self, const char* row) noexcept:
+        return _read_int(row + self.int_offset, self.int_width)
+
+    cdef uint32_t find_int(self, int64_t v) noexcept:
+        cdef size_t mask = self.capacity - 1
+        cdef uint32_t tag = _int_tag(v)
+        cdef size_t i = tag & mask
+        cdef uint64_t e
+        cdef uint32_t rowid
+        while True:
+            e = self.slots[i]
+            if e == EMPTY_SLOT:
+                return NO_ROW
+            if <uint32_t>(e >> 32) == tag:
+                rowid = <uint32_t>e
+                if self.row_int(self.table.slot_row(rowid)) == v:
+                    return rowid
+            i = (i + 1) & mask
+
+    cdef uint32_t find_key(self, const string& key) noexcept:
+        """Row id with exactly this encoded key, or NO_ROW."""
+        if self.int_key:
+            return self.find_int(_decode_int_key(key, self.int_width))
+        cdef uint32_t tag = self.tag_of(key)
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        cdef uint64_t e
+        cdef uint32_t rowid
+        while True:
+            e = self.slots[i]
+            if e == EMPTY_SLOT:
+                return NO_ROW
+            if <uint32_t>(e >> 32) == tag:
+                rowid = <uint32_t>e
+                self.encode_row(self.table.slot_row(rowid), &self.probe2)
+                if self.probe2 == key:
+                    return rowid
+            i = (i + 1) & mask
+
+    cdef uint32_t lookup(self, object key) except? 0xFFFFFFFE:
+        cdef Cell cell
+        if self.int_key and PyLong_Check(key):
+            py_to_cell(self.table, self.key_cols[0], key, &cell)
+            return self.find_int(cell.i)
+        self.encode_py(key, &self.probe, False)
+        return self.find_key(self.probe)
+
+    cdef uint32_t find_row_key(self, const char* row) noexcept:
+        if self.int_key:
+            return self.find_int(self.row_int(row))
+        self.encode_row(row, &self.probe)
+        return self.find_key(self.probe)
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        cdef uint32_t found
+        if self.int_key:
+            found = self.find_int(self.row_int(row))
+        elif self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        else:
+            found = self.find_key(self.probe)
+        if found != NO_ROW and found != exclude:
+            raise UniqueViolationError(self.describe_key(row))
+        return 0
+
+    cdef inline bint row_tag(self, const char* row, uint32_t* tag) noexcept:
+        """The tag of a row's key; False if the row stays out of the index."""
+        if self.int_key:
+            tag[0] = _int_tag(self.row_int(row))
+            return True
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return False
+        tag[0] = self.tag_of(self.probe)
+        return True
+
+    cdef bint key_changed(self, const char* a, const char* b) noexcept:
+        if self.int_key:
+            return self.row_int(a) != self.row_int(b)
+        return Index.key_changed(self, a, b)
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        cdef uint32_t tag
+        if not self.row_tag(row, &tag):
+            return 0
+        if (self.size + 1) * 4 > self.capacity * 3:
+            self.grow()
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        while self.slots[i] != EMPTY_SLOT:
+            i = (i + 1) & mask
+        self.slots[i] = (<uint64_t>tag << 32) | rowid
+        self.size += 1
+        return 0
+
+    cdef int grow(self) except -1:
+        cdef size_t old_cap = self.capacity
+        cdef uint64_t* old = self.slots
+        cdef size_t new_cap = old_cap * 2
+        cdef uint64_t* slots = <uint64_t*>malloc(new_cap * sizeof(uint64_t))
+        cdef size_t i, j, mask = new_cap - 1
+        cdef uint64_t e
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0xFF, new_cap * sizeof(uint64_t))
+        for i in range(old_cap):
+            e = old[i]
+            if e != EMPTY_SLOT:
+                j = (e >> 32) & mask
+                while slots[j] != EMPTY_SLOT:
+                    j = (j + 1) & mask
+                slots[j] = e
+        self.slots = slots
+        self.capacity = new_cap
+        free(old)
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        cdef uint32_t tag
+        if not self.row_tag(row, &tag):
+            return 0
+        cdef size_t mask = self.capacity - 1
+        cdef size_t i = tag & mask
+        cdef size_t j, k
+        cdef uint64_t want = (<uint64_t>tag << 32) | rowid
+        cdef uint64_t e
+        while self.slots[i] != want:
+            if self.slots[i] == EMPTY_SLOT:
+                return 0        # not present: nothing to remove
+            i = (i + 1) & mask
+        # backward-shift deletion keeps every probe chain unbroken
+        j = i
+        while True:
+            j = (j + 1) & mask
+            e = self.slots[j]
+            if e == EMPTY_SLOT:
+                break
+            k = (e >> 32) & mask
+            if (i < j and (k <= i or k > j)) or (i > j and k <= i and k > j):
+                self.slots[i] = e
+                i = j
+        self.slots[i] = EMPTY_SLOT
+        self.size -= 1
+        return 0
+
+    def find_rowids(self, key):
+        cdef uint32_t r = self.lookup(key)
+        return [] if r == NO_ROW else [r]
+
+    def get(self, key):
+        cdef uint32_t r = self.lookup(key)
+        if r == NO_ROW:
+            return None
+        return self.table.make_row(self.table.slot_row(r))
+
+
+cdef class OrderedIndex(Index):
+    """Ordered index: a sorted set of encoded key + big-endian row id."""
+
+    cdef cppset[string] entries
+    cdef string entry
+    cdef public bint declared_ordered
+
+    def __cinit__(self, Table table, str name, list col_ids, bint unique, bint nulls_equal):
+        self.unique = unique
+        self.nulls_equal = nulls_equal
+        self.declared_ordered = True
+
+    @property
+    def ordered(self):
+        return self.declared_ordered
+
+    def __len__(self):
+        return self.entries.size()
+
+    cdef size_t memory_bytes(self):
+        # a red-black tree node (4 words + std::string) per entry, with malloc overhead
+        return self.entries.size() * (48 + 32 + 16)
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        self.encode_row(row, &self.entry)
+        _append_rowid(&self.entry, rowid)
+        self.entries.insert(self.entry)
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        self.encode_row(row, &self.entry)
+        _append_rowid(&self.entry, rowid)
+        self.entries.erase(self.entry)
+        return 0
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        if self.encode_row(row, &self.probe) and not self.nulls_equal:
+            return 0
+        cdef cppset[string].iterator it = self.entries.lower_bound(self.probe)
+        while it != self.entries.end() and fs_starts_with(deref(it), self.probe):
+            if _rowid_from_entry(deref(it)) != exclude:
+                raise UniqueViolationError(self.describe_key(row))
+            inc(it)
+        return 0
+
+    cdef void bounds(self, string* prefix, cppset[string].iterator* lo,
+                     cppset[string].iterator* hi) noexcept:
+        """Iterators around every entry whose key starts with ``prefix``."""
+        lo[0] = self.entries.lower_bound(deref(prefix))
+        if _successor(prefix):
+            hi[0] = self.entries.lower_bound(deref(prefix))
+        else:
+            hi[0] = self.entries.end()
+
+    def find_rowids(self, key):
+        cdef cppset[string].iterator lo, hi
+        self.encode_py(key, &self.probe, True)
+        self.bounds(&self.probe, &lo, &hi)
+        out = []
+        while lo != hi:
+            out.append(_rowid_from_entry(deref(lo)))
+            inc(lo)
+        return out
+
+    def get(self, key):
+        if not self.unique:
+            raise TypeError(f"index {self.name} is not unique: use find()")
+        cdef cppset[string].iterator lo, hi
+        self.encode_py(key, &self.probe, False)
+        self.bounds(&self.probe, &lo, &hi)
+        if lo == hi:
+            return None
+        return self.table.make_row(self.table.slot_row(_rowid_from_entry(deref(lo))))
+
+    def range_rowids(self, low=None, high=None, *, bint low_inclusive=True,
+                     bint high_inclusive=True, bint reverse=False, Py_ssize_t limit=-1):
+        if not self.declared_ordered:
+            return Index.range_rowids(self, low, high)
+        cdef cppset[string].iterator lo, hi
+        cdef Py_ssize_t n = 0
+        if low is None:
+            lo = self.entries.begin()
+        else:
+            self.encode_py(low, &self.probe, True)
+            if not low_inclusive and not _successor(&self.probe):
+                return []
+            lo = self.entries.lower_bound(self.probe)
+        if high is None:
+            hi = self.entries.end()
+        else:
+            self.encode_py(high, &self.probe, True)
+            if high_inclusive:
+                if _successor(&self.probe):
+                    hi = self.entries.lower_bound(self.probe)
+                else:
+                    hi = self.entries.end()
+            else:
+                hi = self.entries.lower_bound(self.probe)
+        out = []
+        if lo == hi or limit == 0 or lo == self.entries.end():
+            return out
+        # an inverted range (low above high) is empty
+        if hi != self.entries.end() and deref(lo) > deref(hi):
+            return out
+        if not reverse:
+            while lo != hi and n != limit:
+                out.append(_rowid_from_entry(deref(lo)))
+                inc(lo)
+                n += 1
+        else:
+            while hi != lo and n != limit:
+                dec(hi)
+                out.append(_rowid_from_entry(deref(hi)))
+                n += 1
+        return out
+
+    # used by views to recompute MIN/MAX of a group
+    cdef uint32_t first_with_prefix(self, const string& prefix) noexcept:
+        cdef cppset[string].iterator it = self.entries.lower_bound(prefix)
+        if it != self.entries.end() and fs_starts_with(deref(it), prefix):
+            return _rowid_from_entry(deref(it))
+        return NO_ROW
+
+    cdef uint32_t last_with_prefix(self, string* prefix) noexcept:
+        cdef cppset[string].iterator it
+        cdef string p = deref(prefix)
+        if _successor(&p):
+            it = self.entries.lower_bound(p)
+        else:
+            it = self.entries.end()
+        if it == self.entries.begin():
+            return NO_ROW
+        dec(it)
+        if fs_starts_with(deref(it), deref(prefix)):
+            return _rowid_from_entry(deref(it))
+        return NO_ROW
+
+
