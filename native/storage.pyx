@@ -896,5 +896,274 @@ cdef class Table:
             self.free_outline(row)
         memcpy(row, image, self.row_size)
 
-    include "indexes.pxi"
+    # -- indexes ----------------------------------------------------------
+
+    cdef Index add_index(self, str name, list columns, bint unique, bint ordered, bint nulls_equal):
+        cdef Index idx
+        cdef uint32_t r
+        if name in self.indexes:
+            raise ValueError(f"{self.name} already has an index named {name}")
+        for c in columns:
+            if c not in self.col_index:
+                raise ValueError(f"index {name}: {self.name} has no column {c!r}")
+        if not columns:
+            raise ValueError(f"index {name} has no columns")
+        col_ids = [self.col_index[c] for c in columns]
+        if unique and not ordered:
+            idx = HashIndex(self, name, col_ids, nulls_equal)
+        else:
+            idx = OrderedIndex(self, name, col_ids, unique, nulls_equal)
+            idx.declared_ordered = ordered
+        # fill from existing rows; a collision undoes the whole index
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                if unique:
+                    idx.check_unique(self.slot_row(r), NO_ROW)
+                idx.add(r, self.slot_row(r))
+        self.indexes[name] = idx
+        self.all_indexes.append(idx)
+        if unique:
+            self.unique_indexes.append(idx)
+        return idx
+
+    cdef void remove_index(self, Index idx):
+        del self.indexes[idx.name]
+        self.all_indexes.remove(idx)
+        if idx in self.unique_indexes:
+            self.unique_indexes.remove(idx)
+
+    def index(self, name):
+        try:
+            return self.indexes[name.lower()]
+        except KeyError:
+            raise KeyError(f"{self.name} has no index named {name!r}") from None
+
+    # -- the Python API ---------------------------------------------------
+
+    cdef inline void check_writable(self) except *:
+        if self.is_view:
+            raise ReadOnlyError(f"{self.name} is a view: it changes with its source table, "
+                                f"not by direct writes")
+
+    cdef inline HashIndex need_pk(self):
+        if self.pk is None:
+            raise TypeError(f"{self.name} has no primary key: use an index or the row-id API")
+        return self.pk
+
+    def get(self, key):
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self.make_row(self.slot_row(rowid))
+
+    def insert(self, *values, **named):
+        self.check_writable()
+        self.fill_row(values, named, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+
+    def insert_rowid(self, values):
+        self.check_writable()
+        self.fill_row(tuple(values), None, self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.insert_row(self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.last_rowid
+
+    def upsert(self, *values, **named):
+        self.check_writable()
+        cdef HashIndex pk = self.need_pk()
+        self.fill_row(values, named, self.scratch)
+        cdef uint32_t rowid = pk.find_row_key(self.scratch)
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            if rowid == NO_ROW:
+                self.insert_row(self.scratch)
+            else:
+                self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return rowid == NO_ROW
+
+    def update(self, key, **changes):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._update_rowid(rowid, changes)
+
+    def update_rowid(self, uint32_t rowid, **changes):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._update_rowid(rowid, changes)
+
+    cdef object _update_rowid(self, uint32_t rowid, dict changes):
+        self.copy_row_owned(self.slot_row(rowid), self.scratch)
+        try:
+            self.apply_changes(changes, self.scratch)
+        except BaseException:
+            if self.has_outline:
+                self.free_outline(self.scratch)
+            raise
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.update_slot(rowid, self.scratch)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return self.make_row(self.slot_row(rowid))
+
+    def delete(self, key):
+        self.check_writable()
+        cdef uint32_t rowid = self.need_pk().lookup(key)
+        if rowid == NO_ROW:
+            return None
+        return self._delete_rowid(rowid)
+
+    def delete_rowid(self, uint32_t rowid):
+        self.check_writable()
+        self.check_rowid(rowid)
+        return self._delete_rowid(rowid)
+
+    cdef object _delete_rowid(self, uint32_t rowid):
+        row = self.make_row(self.slot_row(rowid))
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            self.delete_slot(rowid)
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return row
+
+    def truncate(self):
+        self.check_writable()
+        cdef uint32_t r
+        cdef Py_ssize_t n = 0
+        cdef size_t mark = self.store.stmt_begin()
+        try:
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    self.delete_slot(r)
+                    n += 1
+        except BaseException:
+            self.store.stmt_fail(mark)
+            raise
+        self.store.stmt_end()
+        return n
+
+    cdef void check_rowid(self, uint32_t rowid) except *:
+        if rowid >= self.high_water or self.slot_state(rowid) != SLOT_LIVE:
+            raise KeyError(f"{self.name} has no row {rowid}")
+
+    def read(self, uint32_t rowid):
+        self.check_rowid(rowid)
+        return self.make_row(self.slot_row(rowid))
+
+    def scan(self):
+        return TableScan(self)
+
+    def scan_rowids(self):
+        cdef uint32_t r
+        out = []
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                out.append(r)
+        return out
+
+    def column_array(self, name):
+        cdef int ci = self.column_position(name)
+        cdef ColMeta* c = &self.cols[ci]
+        cdef Cell cell
+        cdef uint32_t r
+        cdef Py_ssize_t k = 0
+        cdef bint has_null = False
+        cdef int64_t[:] ints
+        cdef double[:] floats
+        if c.type <= T_BIGINT or c.type == T_FLOAT:
+            if c.nullable:
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            has_null = True
+                            break
+            if c.type == T_FLOAT or has_null:
+                out = np.empty(self.count, dtype=np.float64)
+                floats = out
+                for r in range(self.high_water):
+                    if self.slot_state(r) == SLOT_LIVE:
+                        row_to_cell(c, self.slot_row(r), &cell)
+                        if cell.null:
+                            floats[k] = np.nan
+                        elif c.type == T_FLOAT:
+                            floats[k] = cell.f
+                        else:
+                            floats[k] = <double>cell.i
+                        k += 1
+                return out
+            out = np.empty(self.count, dtype=np.int64)
+            ints = out
+            for r in range(self.high_water):
+                if self.slot_state(r) == SLOT_LIVE:
+                    row_to_cell(c, self.slot_row(r), &cell)
+                    ints[k] = cell.i
+                    k += 1
+            return out
+        out = np.empty(self.count, dtype=object)
+        for r in range(self.high_water):
+            if self.slot_state(r) == SLOT_LIVE:
+                row_to_cell(c, self.slot_row(r), &cell)
+                out[k] = cell_to_py(c, &cell)
+                k += 1
+        return out
+
+    @property
+    def memory_bytes(self):
+        """Bytes held by rows, out-of-line values and indexes."""
+        cdef Index idx
+        total = self.chunks.size() * <size_t>CHUNK_ROWS * self.slot_size + self.outline_bytes
+        total += self.free_slots.capacity() * 4
+        for idx in self.all_indexes:
+            total += idx.memory_bytes()
+        return total
+
+
+cdef class TableScan:
+    """Iterator over the live rows of a table, in slot order."""
+
+    cdef Table table
+    cdef uint32_t pos
+
+    def __cinit__(self, Table table):
+        self.table = table
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Table t = self.table
+        cdef uint32_t r
+        while self.pos < t.high_water:
+            r = self.pos
+            self.pos += 1
+            if t.slot_state(r) == SLOT_LIVE:
+                return t.make_row(t.slot_row(r))
+        raise StopIteration
+
+
+include "indexes.pxi"
 include "views.pxi"

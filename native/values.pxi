@@ -226,5 +226,3 @@ cdef int cell_cmp(ColMeta* c, Cell* a, Cell* b) noexcept:
     if r != 0:
         return 1 if r > 0 else -1
     return (a.n > b.n) - (a.n < b.n)
-
-
