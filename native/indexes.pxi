@@ -491,3 +491,126 @@ cdef class OrderedIndex(Index):
         if fs_starts_with(deref(it), deref(prefix)):
             return _rowid_from_entry(deref(it))
         return NO_ROW
+
+
+cdef inline fs_u128 _int_entry(int64_t v, uint32_t rowid) noexcept:
+    return ((<fs_u128>((<uint64_t>v) ^ (<uint64_t>1 << 63))) << 32) | rowid
+
+
+cdef fs_u128 ROWS_PER_KEY = (<fs_u128>1) << 32
+
+
+cdef class IntOrderedIndex(Index):
+    """Ordered index on one NOT NULL integer or TIMESTAMP column: a sorted
+    set of 128-bit integers (key, row id), compared as integers, with no
+    per-entry string. Same behaviour as OrderedIndex, at a fraction of the
+    cost per entry."""
+
+    cdef cppset[fs_u128] entries
+    cdef int offset
+    cdef int width
+    cdef public bint declared_ordered
+
+    def __cinit__(self, Table table, str name, list col_ids, bint unique, bint ordered):
+        cdef ColMeta* c = &table.cols[<int>col_ids[0]]
+        self.unique = unique
+        self.nulls_equal = True
+        self.declared_ordered = ordered
+        self.offset = c.offset
+        self.width = c.width
+
+    @property
+    def ordered(self):
+        return self.declared_ordered
+
+    def __len__(self):
+        return self.entries.size()
+
+    cdef size_t memory_bytes(self):
+        # a red-black tree node: 4 words + 16-byte value, with malloc overhead
+        return self.entries.size() * 64
+
+    cdef inline int64_t row_key(self, const char* row) noexcept:
+        return _read_int(row + self.offset, self.width)
+
+    cdef bint key_changed(self, const char* a, const char* b) noexcept:
+        return self.row_key(a) != self.row_key(b)
+
+    cdef int add(self, uint32_t rowid, const char* row) except -1:
+        self.entries.insert(_int_entry(self.row_key(row), rowid))
+        return 0
+
+    cdef int remove(self, uint32_t rowid, const char* row) except -1:
+        self.entries.erase(_int_entry(self.row_key(row), rowid))
+        return 0
+
+    cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
+        cdef fs_u128 first = _int_entry(self.row_key(row), 0)
+        cdef cppset[fs_u128].iterator it = self.entries.lower_bound(first)
+        while it != self.entries.end() and deref(it) < first + ROWS_PER_KEY:
+            if <uint32_t>deref(it) != exclude:
+                raise UniqueViolationError(self.describe_key(row))
+            inc(it)
+        return 0
+
+    cdef int64_t py_key(self, object key) except? -1:
+        cdef Cell cell
+        if isinstance(key, (tuple, list)):
+            if len(key) != 1:
+                raise TypeMismatchError(f"index {self.name} of {self.table.name} takes a key of "
+                                        f"1 value(s) {self.columns}, got {_short(key)}")
+            key = key[0]
+        py_to_cell(self.table, self.key_cols[0], key, &cell)
+        if cell.null:
+            raise TypeMismatchError(f"index {self.name}: its column is NOT NULL; no row has a "
+                                    f"NULL key")
+        return cell.i
+
+    def find_rowids(self, key):
+        cdef fs_u128 first = _int_entry(self.py_key(key), 0)
+        cdef cppset[fs_u128].iterator it = self.entries.lower_bound(first)
+        out = []
+        while it != self.entries.end() and deref(it) < first + ROWS_PER_KEY:
+            out.append(<uint32_t>deref(it))
+            inc(it)
+        return out
+
+    def get(self, key):
+        if not self.unique:
+            raise TypeError(f"index {self.name} is not unique: use find()")
+        rows = self.find_rowids(key)
+        return self.table.make_row(self.table.slot_row(rows[0])) if rows else None
+
+    def range_rowids(self, low=None, high=None, *, bint low_inclusive=True,
+                     bint high_inclusive=True, bint reverse=False, Py_ssize_t limit=-1):
+        if not self.declared_ordered:
+            return Index.range_rowids(self, low, high)
+        cdef cppset[fs_u128].iterator lo, hi
+        cdef fs_u128 bound
+        cdef Py_ssize_t n = 0
+        if low is None:
+            lo = self.entries.begin()
+        else:
+            bound = _int_entry(self.py_key(low), 0)
+            lo = self.entries.lower_bound(bound if low_inclusive else bound + ROWS_PER_KEY)
+        if high is None:
+            hi = self.entries.end()
+        else:
+            bound = _int_entry(self.py_key(high), 0)
+            hi = self.entries.lower_bound(bound + ROWS_PER_KEY if high_inclusive else bound)
+        out = []
+        if lo == hi or limit == 0 or lo == self.entries.end():
+            return out
+        if hi != self.entries.end() and deref(lo) > deref(hi):
+            return out              # an inverted range is empty
+        if not reverse:
+            while lo != hi and n != limit:
+                out.append(<uint32_t>deref(lo))
+                inc(lo)
+                n += 1
+        else:
+            while hi != lo and n != limit:
+                dec(hi)
+                out.append(<uint32_t>deref(hi))
+                n += 1
+        return out

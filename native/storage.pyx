@@ -100,6 +100,7 @@ cdef extern from "storage_support.h":
     int fs_int128_add_checked(const char* a, const char* b, char* out, int negate_b) nogil
     int fs_int128_cmp(const char* a, const char* b) nogil
     int fs_starts_with(const string& s, const string& prefix) nogil
+    ctypedef unsigned long long fs_u128     # unsigned __int128 in C++
 
 
 # -- constants ---------------------------------------------------------------
@@ -900,6 +901,7 @@ cdef class Table:
 
     cdef Index add_index(self, str name, list columns, bint unique, bint ordered, bint nulls_equal):
         cdef Index idx
+        cdef ColMeta* meta
         cdef uint32_t r
         if name in self.indexes:
             raise ValueError(f"{self.name} already has an index named {name}")
@@ -912,8 +914,13 @@ cdef class Table:
         if unique and not ordered:
             idx = HashIndex(self, name, col_ids, nulls_equal)
         else:
-            idx = OrderedIndex(self, name, col_ids, unique, nulls_equal)
-            idx.declared_ordered = ordered
+            meta = &self.cols[<int>col_ids[0]]
+            if (len(col_ids) == 1 and not meta.nullable
+                    and (meta.type <= T_BIGINT or meta.type == T_TIMESTAMP)):
+                idx = IntOrderedIndex(self, name, col_ids, unique, ordered)
+            else:
+                idx = OrderedIndex(self, name, col_ids, unique, nulls_equal)
+                (<OrderedIndex>idx).declared_ordered = ordered
         # fill from existing rows; a collision undoes the whole index
         for r in range(self.high_water):
             if self.slot_state(r) == SLOT_LIVE:

@@ -13,6 +13,12 @@
 
 typedef std::set<std::string> fs_keyset;
 
+/* Entries of an ordered index on one NOT NULL integer column: the key with
+ * its sign bit flipped (so unsigned order is signed order) in bits 32..95,
+ * the row id in bits 0..31. Compared as plain integers. */
+typedef unsigned __int128 fs_u128;
+typedef std::set<fs_u128> fs_intset;
+
 /* A fast 64-bit hash of a byte string (multiply-xorshift over 8-byte
  * words; the keys are short encoded index keys, so speed over the first
  * word matters most). Not cryptographic; stable only within a process. */

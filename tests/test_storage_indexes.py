@@ -665,3 +665,40 @@ def test_fifty_thousand_rows_grow_and_shrink_every_index():
         assert t.index("by_email").get(f"user{i}.1@example.com") == row(i, 1)
     assert [(r.score, r.id) for r in t.index("by_score").range()] == \
         sorted(((i * 37) % 1000, i * 7919) for i in list(keep) + doomed[:20000])
+
+
+def test_integer_ordered_index_across_the_whole_bigint_range():
+    """An ordered index on one NOT NULL integer column compares integers
+    directly: signs, extremes, duplicates, bounds and uniqueness."""
+
+    store = Store()
+    t = store.create_table("n", [Column("id", T.INTEGER, nullable=False),
+                                 Column("k", T.BIGINT, nullable=False),
+                                 Column("u", T.TIMESTAMP, nullable=False)],
+                           primary_key=["id"])
+    by_k = store.create_index("n", "by_k", ["k"], unique=False)
+    by_u = store.create_index("n", "by_u", ["u"], unique=True)
+    values = [-2**63, -5, -1, 0, 0, 1, 7, 2**63 - 1]
+    for i, k in enumerate(values):
+        t.insert(i, k, i * 10 - 30)
+    assert [r.k for r in by_k.range()] == sorted(values)
+    assert [r.k for r in by_k.range(reverse=True)] == sorted(values, reverse=True)
+    assert sorted(r.id for r in by_k.find(0)) == [3, 4]
+    assert [r.k for r in by_k.range(-1, 1, low_inclusive=False)] == [0, 0, 1]
+    assert [r.k for r in by_k.range(-1, 1, high_inclusive=False)] == [-1, 0, 0]
+    assert [r.k for r in by_k.range(2**63 - 1, None, low_inclusive=False)] == []
+    assert [r.k for r in by_k.range(None, -2**63)] == [-2**63]
+    assert by_k.range(5, -5) == []
+    assert [r.k for r in by_k.range(-10, None, limit=2)] == [-5, -1]
+    with pytest.raises(UniqueViolationError):
+        t.insert(99, 3, -30)
+    with pytest.raises(UniqueViolationError):
+        t.update(1, u=-30)
+    assert by_u.get(-30).id == 0 and len(t) == len(values)
+    t.update(0, k=100, u=-31)                   # moves in both indexes
+    assert by_k.find(100)[0].id == 0 and by_u.get(-30) is None and by_u.get(-31).id == 0
+    store.begin()
+    t.delete(7)
+    t.update(3, k=-100)
+    store.rollback()
+    assert [r.k for r in by_k.range()] == sorted([100] + values[1:])

@@ -119,6 +119,8 @@ class StorageModel(RuleBasedStateMachine):
         self.store.create_index("m", "by_u", ["u"], unique=True, ordered=True)
         self.store.create_index("m", "by_h", ["h"], unique=False, ordered=False)
         self.store.create_index("m", "by_ob", ["o", "b"], unique=False, ordered=True)
+        # one NOT NULL integer column: served by the integer-keyed ordered index
+        self.store.create_index("m", "by_b", ["b"], unique=False, ordered=True)
         self.store.create_view("mv", "m", ["g"], MV_AGGS,
                                column_names=["g", "n", "nv", "s", "lo", "hi"])
         self.store.create_view("mv2", "m", ["g", "h"], MV2_AGGS,
@@ -306,6 +308,14 @@ class StorageModel(RuleBasedStateMachine):
         self.check_range("by_ob", ("o", "b"), low, high, low_inclusive, high_inclusive,
                          reverse, limit)
 
+    @rule(low=st.one_of(st.none(), st.sampled_from(B_VALID)),
+          high=st.one_of(st.none(), st.sampled_from(B_VALID)),
+          low_inclusive=st.booleans(), high_inclusive=st.booleans(),
+          reverse=st.booleans(), limit=st.sampled_from([-1, -1, 0, 1, 3]))
+    def range_by_b(self, low, high, low_inclusive, high_inclusive, reverse, limit):
+        self.check_range("by_b", ("b",), low, high, low_inclusive, high_inclusive,
+                         reverse, limit)
+
     # -- everything observable, after every step ----------------------------------------
 
     @invariant()
@@ -348,6 +358,15 @@ class StorageModel(RuleBasedStateMachine):
             for b in B_VALID:
                 assert sorted_rows(by_ob.find((o, b))) == \
                     sorted_rows(r for r in rows if (r.o, r.b) == (o, b))
+
+    @invariant()
+    def same_int_index(self):
+        rows = list(self.rows.values())
+        by_b = self.t.index("by_b")
+        assert [r.b for r in by_b.range()] == sorted(r.b for r in rows)
+        assert [r.b for r in by_b.range(reverse=True)] == sorted((r.b for r in rows), reverse=True)
+        for b in B_VALID:
+            assert sorted_rows(by_b.find(b)) == sorted_rows(r for r in rows if r.b == b)
 
     @invariant()
     def same_views(self):
