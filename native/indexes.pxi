@@ -502,11 +502,11 @@ cdef fs_u128 ROWS_PER_KEY = (<fs_u128>1) << 32
 
 cdef class IntOrderedIndex(Index):
     """Ordered index on one NOT NULL integer or TIMESTAMP column: a sorted
-    set of 128-bit integers (key, row id), compared as integers, with no
-    per-entry string. Same behaviour as OrderedIndex, at a fraction of the
-    cost per entry."""
+    set of 128-bit integers (key, row id), compared as integers, in a
+    two-level block B-tree (fs_blockset). Same behaviour as OrderedIndex,
+    at a fraction of the memory and cache misses per entry."""
 
-    cdef cppset[fs_u128] entries
+    cdef fs_blockset entries
     cdef int offset
     cdef int width
     cdef public bint declared_ordered
@@ -527,8 +527,7 @@ cdef class IntOrderedIndex(Index):
         return self.entries.size()
 
     cdef size_t memory_bytes(self):
-        # a red-black tree node: 4 words + 16-byte value, with malloc overhead
-        return self.entries.size() * 64
+        return self.entries.memory_bytes()
 
     cdef inline int64_t row_key(self, const char* row) noexcept:
         return _read_int(row + self.offset, self.width)
@@ -546,11 +545,11 @@ cdef class IntOrderedIndex(Index):
 
     cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
         cdef fs_u128 first = _int_entry(self.row_key(row), 0)
-        cdef cppset[fs_u128].iterator it = self.entries.lower_bound(first)
-        while it != self.entries.end() and deref(it) < first + ROWS_PER_KEY:
-            if <uint32_t>deref(it) != exclude:
+        cdef fs_bpos it = self.entries.lower_bound(first)
+        while not self.entries.at_end(it) and self.entries.get(it) < first + ROWS_PER_KEY:
+            if <uint32_t>self.entries.get(it) != exclude:
                 raise UniqueViolationError(self.describe_key(row))
-            inc(it)
+            self.entries.next(&it)
         return 0
 
     cdef int64_t py_key(self, object key) except? -1:
@@ -568,11 +567,11 @@ cdef class IntOrderedIndex(Index):
 
     def find_rowids(self, key):
         cdef fs_u128 first = _int_entry(self.py_key(key), 0)
-        cdef cppset[fs_u128].iterator it = self.entries.lower_bound(first)
+        cdef fs_bpos it = self.entries.lower_bound(first)
         out = []
-        while it != self.entries.end() and deref(it) < first + ROWS_PER_KEY:
-            out.append(<uint32_t>deref(it))
-            inc(it)
+        while not self.entries.at_end(it) and self.entries.get(it) < first + ROWS_PER_KEY:
+            out.append(<uint32_t>self.entries.get(it))
+            self.entries.next(&it)
         return out
 
     def get(self, key):
@@ -585,7 +584,7 @@ cdef class IntOrderedIndex(Index):
                      bint high_inclusive=True, bint reverse=False, Py_ssize_t limit=-1):
         if not self.declared_ordered:
             return Index.range_rowids(self, low, high)
-        cdef cppset[fs_u128].iterator lo, hi
+        cdef fs_bpos lo, hi
         cdef fs_u128 bound
         cdef Py_ssize_t n = 0
         if low is None:
@@ -599,18 +598,16 @@ cdef class IntOrderedIndex(Index):
             bound = _int_entry(self.py_key(high), 0)
             hi = self.entries.lower_bound(bound + ROWS_PER_KEY if high_inclusive else bound)
         out = []
-        if lo == hi or limit == 0 or lo == self.entries.end():
-            return out
-        if hi != self.entries.end() and deref(lo) > deref(hi):
-            return out              # an inverted range is empty
+        if not fs_bpos_lt(lo, hi) or limit == 0:
+            return out              # empty, or an inverted range
         if not reverse:
-            while lo != hi and n != limit:
-                out.append(<uint32_t>deref(lo))
-                inc(lo)
+            while not fs_bpos_eq(lo, hi) and n != limit:
+                out.append(<uint32_t>self.entries.get(lo))
+                self.entries.next(&lo)
                 n += 1
         else:
-            while hi != lo and n != limit:
-                dec(hi)
-                out.append(<uint32_t>deref(hi))
+            while not fs_bpos_eq(hi, lo) and n != limit:
+                self.entries.prev(&hi)
+                out.append(<uint32_t>self.entries.get(hi))
                 n += 1
         return out

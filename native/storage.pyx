@@ -101,6 +101,23 @@ cdef extern from "storage_support.h":
     int fs_int128_cmp(const char* a, const char* b) nogil
     int fs_starts_with(const string& s, const string& prefix) nogil
     ctypedef unsigned long long fs_u128     # unsigned __int128 in C++
+    struct fs_bpos:
+        size_t b
+        int i
+    cdef cppclass fs_blockset:
+        size_t size()
+        size_t memory_bytes()
+        void insert(fs_u128)
+        bint erase(fs_u128)
+        fs_bpos begin()
+        fs_bpos end()
+        fs_bpos lower_bound(fs_u128)
+        bint at_end(fs_bpos)
+        fs_u128 get(fs_bpos)
+        void next(fs_bpos*)
+        void prev(fs_bpos*)
+    bint fs_bpos_eq(fs_bpos, fs_bpos)
+    bint fs_bpos_lt(fs_bpos, fs_bpos)
 
 
 # -- constants ---------------------------------------------------------------

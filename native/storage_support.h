@@ -8,8 +8,10 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <algorithm>
 #include <set>
 #include <string>
+#include <vector>
 
 typedef std::set<std::string> fs_keyset;
 
@@ -17,7 +19,122 @@ typedef std::set<std::string> fs_keyset;
  * its sign bit flipped (so unsigned order is signed order) in bits 32..95,
  * the row id in bits 0..31. Compared as plain integers. */
 typedef unsigned __int128 fs_u128;
-typedef std::set<fs_u128> fs_intset;
+
+/* A sorted set of fs_u128 kept in blocks of up to FS_BLOCK entries, with a
+ * sorted array of each block's first entry on top: a two-level B-tree.
+ * A lookup is a binary search over the contiguous top array and then
+ * inside one 8 KiB block, so it touches a handful of cache lines where a
+ * red-black tree touches one per level. A full block splits in two; an
+ * empty block is removed. A position (block, slot) is valid until the
+ * next change: callers collect what they need before changing the set. */
+#define FS_BLOCK 512
+
+struct fs_bpos {
+    size_t b;
+    int i;
+};
+
+struct fs_blockset {
+    struct Block {
+        int n;
+        fs_u128 keys[FS_BLOCK];
+    };
+    std::vector<Block *> blocks;
+    std::vector<fs_u128> mins;
+    size_t count;
+
+    fs_blockset() : count(0) {}
+    ~fs_blockset() {
+        for (size_t b = 0; b < blocks.size(); b++) delete blocks[b];
+    }
+    size_t size() const { return count; }
+    size_t memory_bytes() const {
+        return blocks.size() * sizeof(Block) + mins.capacity() * sizeof(fs_u128)
+               + blocks.capacity() * sizeof(Block *);
+    }
+    /* the last block whose first entry is <= k (block 0 if none is) */
+    size_t block_for(fs_u128 k) const {
+        size_t lo = std::upper_bound(mins.begin(), mins.end(), k) - mins.begin();
+        return lo == 0 ? 0 : lo - 1;
+    }
+    static int slot_for(const Block *B, fs_u128 k) {
+        return (int)(std::lower_bound(B->keys, B->keys + B->n, k) - B->keys);
+    }
+    void insert(fs_u128 k) {
+        if (blocks.empty()) {
+            Block *B = new Block;
+            B->n = 1;
+            B->keys[0] = k;
+            blocks.push_back(B);
+            mins.push_back(k);
+            count = 1;
+            return;
+        }
+        size_t b = block_for(k);
+        Block *B = blocks[b];
+        int i = slot_for(B, k);
+        if (i < B->n && B->keys[i] == k) return;
+        if (B->n == FS_BLOCK) {
+            Block *R = new Block;
+            R->n = FS_BLOCK / 2;
+            memcpy(R->keys, B->keys + FS_BLOCK / 2, sizeof(fs_u128) * (FS_BLOCK / 2));
+            B->n = FS_BLOCK / 2;
+            blocks.insert(blocks.begin() + b + 1, R);
+            mins.insert(mins.begin() + b + 1, R->keys[0]);
+            if (i > FS_BLOCK / 2) {
+                B = R;
+                i -= FS_BLOCK / 2;
+                b++;
+            }
+        }
+        memmove(B->keys + i + 1, B->keys + i, sizeof(fs_u128) * (B->n - i));
+        B->keys[i] = k;
+        B->n++;
+        if (i == 0) mins[b] = k;
+        count++;
+    }
+    bool erase(fs_u128 k) {
+        if (blocks.empty()) return false;
+        size_t b = block_for(k);
+        Block *B = blocks[b];
+        int i = slot_for(B, k);
+        if (i == B->n || B->keys[i] != k) return false;
+        memmove(B->keys + i, B->keys + i + 1, sizeof(fs_u128) * (B->n - i - 1));
+        B->n--;
+        count--;
+        if (B->n == 0) {
+            delete B;
+            blocks.erase(blocks.begin() + b);
+            mins.erase(mins.begin() + b);
+        } else if (i == 0) {
+            mins[b] = B->keys[0];
+        }
+        return true;
+    }
+    fs_bpos begin() const { fs_bpos p = {0, 0}; return p; }
+    fs_bpos end() const { fs_bpos p = {blocks.size(), 0}; return p; }
+    /* the position of the first entry >= k */
+    fs_bpos lower_bound(fs_u128 k) const {
+        if (blocks.empty()) return end();
+        size_t b = block_for(k);
+        int i = slot_for(blocks[b], k);
+        if (i == blocks[b]->n) { b++; i = 0; }
+        fs_bpos p = {b, i};
+        return p;
+    }
+    bool at_end(fs_bpos p) const { return p.b >= blocks.size(); }
+    fs_u128 get(fs_bpos p) const { return blocks[p.b]->keys[p.i]; }
+    void next(fs_bpos *p) const {
+        if (++p->i >= blocks[p->b]->n) { p->b++; p->i = 0; }
+    }
+    void prev(fs_bpos *p) const {
+        if (p->i > 0) p->i--;
+        else { p->b--; p->i = blocks[p->b]->n - 1; }
+    }
+};
+
+static inline int fs_bpos_eq(fs_bpos a, fs_bpos b) { return a.b == b.b && a.i == b.i; }
+static inline int fs_bpos_lt(fs_bpos a, fs_bpos b) { return a.b < b.b || (a.b == b.b && a.i < b.i); }
 
 /* A fast 64-bit hash of a byte string (multiply-xorshift over 8-byte
  * words; the keys are short encoded index keys, so speed over the first
