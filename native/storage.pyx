@@ -34,9 +34,11 @@ Indexes
       64-bit slots holding (32-bit hash tag, row id); keys are not stored,
       a tag match re-encodes the row's key to compare. Deletion shifts
       entries back, so there are no tombstones.
+    * ``IntOrderedIndex`` (one NOT NULL integer column): 128-bit integers
+      (sign-flipped key, row id) in a two-level block B-tree (fs_blockset).
     * ``OrderedIndex`` (everything else): a std::set of encoded key + big-
-      endian row id. A non-unique index declared as hash is served by it
-      too (range scans stay refused on it).
+      endian row id. A non-unique index declared as hash is served by one
+      of the ordered kinds too (range scans stay refused on it).
 
 Undo
     Every change of a table, including those of views and indexes, is a

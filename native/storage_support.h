@@ -1,7 +1,7 @@
 /*
  * Small C++ helpers for storage.pyx that Cython cannot express directly:
- * the key hash, 128-bit integer access for DECIMAL, and the ordered-index
- * container type.
+ * the key hash, 128-bit integer access for DECIMAL, and the block B-tree
+ * behind ordered indexes on integer columns.
  */
 #ifndef FLOWSTATE_STORAGE_SUPPORT_H
 #define FLOWSTATE_STORAGE_SUPPORT_H
@@ -12,8 +12,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-typedef std::set<std::string> fs_keyset;
 
 /* Entries of an ordered index on one NOT NULL integer column: the key with
  * its sign bit flipped (so unsigned order is signed order) in bits 32..95,
