@@ -80,7 +80,6 @@ import collections
 import datetime as _dt
 import decimal as _decimal
 
-import numpy as np
 
 from flowstate.errors import (ConstraintError, NotNullError, ReadOnlyError, TypeMismatchError,
                               UniqueViolationError, ValueOutOfRangeError, ValueTooLongError)
@@ -1118,6 +1117,9 @@ cdef class Table:
         cdef bint has_null = False
         cdef int64_t[:] ints
         cdef double[:] floats
+        # numpy is imported on first use only: importing it starts BLAS
+        # threads that a partition process has no use for
+        import numpy as np
         if c.type <= T_BIGINT or c.type == T_FLOAT:
             if c.nullable:
                 for r in range(self.high_water):
@@ -1133,7 +1135,7 @@ cdef class Table:
                     if self.slot_state(r) == SLOT_LIVE:
                         row_to_cell(c, self.slot_row(r), &cell)
                         if cell.null:
-                            floats[k] = np.nan
+                            floats[k] = float('nan')
                         elif c.type == T_FLOAT:
                             floats[k] = cell.f
                         else:
