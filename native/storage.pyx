@@ -69,7 +69,7 @@ from libcpp.string cimport string
 from libcpp.vector cimport vector
 from libcpp.set cimport set as cppset
 from cython.operator cimport dereference as deref, preincrement as inc, predecrement as dec
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.long cimport PyLong_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
@@ -81,7 +81,7 @@ import datetime as _dt
 import decimal as _decimal
 
 
-from flowstate.errors import (ConstraintError, NotNullError, ReadOnlyError, TypeMismatchError,
+from flowstate.errors import (NotNullError, ReadOnlyError, TypeMismatchError,
                               UniqueViolationError, ValueOutOfRangeError, ValueTooLongError)
 from flowstate.types import (Column, ColumnType, DECIMAL_CONTEXT, DECIMAL_SCALE, EPOCH,
                              timestamp_to_micros)
@@ -99,7 +99,6 @@ cdef extern from "storage_support.h":
     int64_t fs_int128_hi(const char* src) nogil
     uint64_t fs_int128_lo(const char* src) nogil
     int fs_int128_add_checked(const char* a, const char* b, char* out, int negate_b) nogil
-    int fs_int128_cmp(const char* a, const char* b) nogil
     int fs_starts_with(const string& s, const string& prefix) nogil
     ctypedef unsigned long long fs_u128     # unsigned __int128 in C++
     struct fs_bpos:

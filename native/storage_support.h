@@ -196,13 +196,6 @@ static inline int fs_int128_add_checked(const char *a, const char *b, char *out,
     return 1;
 }
 
-static inline int fs_int128_cmp(const char *a, const char *b) {
-    fs_int128 x, y;
-    memcpy(&x, a, 16);
-    memcpy(&y, b, 16);
-    return (x > y) - (x < y);
-}
-
 static inline int fs_starts_with(const std::string &s, const std::string &prefix) {
     return s.size() >= prefix.size() && memcmp(s.data(), prefix.data(), prefix.size()) == 0;
 }

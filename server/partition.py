@@ -27,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import inspect
 import time
 import types
 
@@ -131,7 +132,6 @@ class Partition:
         return result
 
     def _count_message(self, bound: _Bound, n: int) -> str:
-        import inspect
         names = list(inspect.signature(bound.run).parameters)
         if bound.fewest == bound.most:
             want = f"{bound.fewest}"
