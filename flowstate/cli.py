@@ -1,6 +1,9 @@
 """The ``flowstate`` command line.
 
 Subcommands:
+  serve  run the server (a supervisor, one process per partition and a
+         coordinator) until Ctrl-C
+  voter  drive a running server with VoltDB's Voter workload
   demo   load an application (the Voter app by default) into an in-process
          partition, run a stream of votes through it and print the results.
 """
@@ -66,12 +69,72 @@ def _demo(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from flowstate.server.supervisor import serve
+    limits = {"max_frame_bytes": args.max_frame_bytes, "max_connections": args.max_connections,
+              "max_inflight": args.max_inflight, "max_params": args.max_params}
+    return serve(app_path=args.app, partitions=args.partitions, host=args.host, port=args.port,
+                 data_dir=args.data, limits=limits, log_level=args.log_level)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def _add_serve(sub) -> None:
+    import os
+
+    from flowstate.protocol import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+                                    DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_PARAMS, DEFAULT_PORT)
+    serve = sub.add_parser(
+        "serve", help="run the server until Ctrl-C",
+        description="Run a Flowstate server: a supervisor starts one process per partition "
+                    "and a coordinator for multi-partition transactions, watches them, and "
+                    "stops them all cleanly on Ctrl-C (SIGINT) or SIGTERM. Clients connect "
+                    "to --host:--port; partition i also listens on port+1+i for drivers that "
+                    "route each call to its owner.")
+    serve.add_argument("--app", metavar="DIR", default=None,
+                       help="application folder with schema.sql (default: the bundled Voter app)")
+    serve.add_argument("--partitions", type=_positive, default=os.cpu_count() or 1, metavar="N",
+                       help="number of partition processes (default: the number of cores, "
+                            "%(default)s here)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                       help="client port; 0 picks free ports (default: %(default)s)")
+    serve.add_argument("--data", metavar="DIR", default=None,
+                       help="data directory (default: ./flowstate-data)")
+    serve.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES,
+                       metavar="N", help="largest frame accepted (default: %(default)s)")
+    serve.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,
+                       metavar="N", help="client connections per process (default: %(default)s)")
+    serve.add_argument("--max-inflight", type=_positive, default=DEFAULT_MAX_INFLIGHT,
+                       metavar="N", help="calls in flight per connection (default: %(default)s)")
+    serve.add_argument("--max-params", type=_positive, default=DEFAULT_MAX_PARAMS,
+                       metavar="N", help="parameters per call (default: %(default)s)")
+    serve.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="log level (default: %(default)s)")
+    serve.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowstate",
         description="Flowstate: a partitioned, in-memory, transactional database server.")
     parser.add_argument("--version", action="version", version=f"flowstate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(sub)
 
     demo = sub.add_parser(
         "demo", help="run the Voter application in process and print the results",

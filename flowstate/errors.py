@@ -24,6 +24,8 @@ from __future__ import annotations
 __all__ = [
     "FlowstateError", "ProtocolError", "RejectedError", "AbortedError",
     "OutcomeUnknownError", "InternalError", "SchemaError",
+    "MalformedMessageError", "FrameTooLargeError", "UnknownMessageKindError",
+    "ProtocolVersionError", "ExpiredError",
     "UnknownProcedureError", "ParameterError", "OverloadedError",
     "UnavailableError", "UserAbortError", "ConstraintError",
     "TypeMismatchError", "ValueOutOfRangeError", "ValueTooLongError",
@@ -87,6 +89,25 @@ class SchemaError(FlowstateError):
     code = 600
 
 
+class MalformedMessageError(ProtocolError):
+    """A frame body that is not msgpack, or a message of the wrong shape."""
+    code = 101
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame over the receiver's size limit; it was skipped unread."""
+    code = 102
+
+
+class UnknownMessageKindError(ProtocolError):
+    code = 103
+
+
+class ProtocolVersionError(ProtocolError):
+    """The client and the server speak no common protocol version."""
+    code = 104
+
+
 # -- rejected ---------------------------------------------------------------
 
 class UnknownProcedureError(RejectedError):
@@ -104,6 +125,11 @@ class OverloadedError(RejectedError):
 
 class UnavailableError(RejectedError):
     code = 204
+
+
+class ExpiredError(RejectedError):
+    """The call's timeout passed while it waited in a queue; it never ran."""
+    code = 205
 
 
 # -- aborted ----------------------------------------------------------------

@@ -94,6 +94,7 @@ class Table:
     Row: type                           # the namedtuple class of this table's rows
     indexes: dict[str, "Index"]         # by lower-case name; the primary key is "primary_key"
     is_view: bool
+    read_only_reason: str | None        # while set, writes raise ReadOnlyError(reason)
 
     def __len__(self) -> int: ...
 

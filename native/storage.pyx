@@ -502,6 +502,9 @@ cdef class Table:
     cdef readonly object Row
     cdef readonly dict indexes
     cdef readonly bint is_view
+    # Set by the server: while not None, every write raises ReadOnlyError
+    # with this message (replicated tables outside multi-partition txns).
+    cdef public object read_only_reason
     cdef readonly object view_maintainer
     cdef Store store
     cdef uint32_t table_id
@@ -601,6 +604,7 @@ cdef class Table:
         self.views = []
         self._keep = []
         self.is_view = is_view
+        self.read_only_reason = None
         self.defaults = tuple(col.default for col in columns)
         visible = self.all_names[:self.nvisible]
         self.Row = collections.namedtuple(name.title().replace("_", "") + "Row", visible, rename=True)
@@ -968,6 +972,8 @@ cdef class Table:
         if self.is_view:
             raise ReadOnlyError(f"{self.name} is a view: it changes with its source table, "
                                 f"not by direct writes")
+        if self.read_only_reason is not None:
+            raise ReadOnlyError(self.read_only_reason)
 
     cdef inline HashIndex need_pk(self):
         if self.pk is None:

@@ -1,12 +1,13 @@
-"""One partition, in process: its store, its procedures, its transactions.
+"""One partition's executor: its store, its procedures, its transactions.
 
 A Partition holds the native Store with every table of the application
 (partitioned tables hold this partition's rows; replicated tables a full
 copy), one instance of every procedure class bound to those tables, and
 runs invocations one at a time, each in its own transaction:
 
-    call(name, *params)
-      -> find the procedure, check the parameter count (ParameterError)
+    call(name, *params)  /  run(bound, params)     (the server's fast path)
+      -> find the procedure, check the parameter count and the type of the
+         partitioning parameter (ParameterError)
       -> assign the transaction id and timestamp
       -> store.begin(); procedure.run(*params)
       -> returned: store.commit(); the result goes back to the caller
@@ -14,28 +15,39 @@ runs invocations one at a time, each in its own transaction:
                    Abort and schema rule violations as they are,
                    any other exception as a ProcedureError
 
-The server issue puts this behind the network (one process per
-partition); the multi-partition coordinator calls into it too. Nothing
-here awaits: a transaction runs to completion once started.
+Multi-partition transactions are run by the coordinator, which opens one
+here with ``begin_fragments``, sends statement fragments to
+``run_fragment`` and ends it with ``end_fragments(commit)``; the server
+runs nothing else on this partition in between.
+
+Replicated tables are read-only to single-partition procedures when the
+cluster has more than one partition (a write would change one copy only);
+the coordinator's fragments write every copy.
 
 Invariants:
 1. No transaction is open between calls: every call ends in exactly one
    commit or one rollback.
-2. Transaction ids increase by one per call; timestamps strictly increase
-   (a clock that goes back is ignored), so both are unique per partition.
+2. Transaction ids increase by one per transaction; timestamps strictly
+   increase (a clock that goes back is ignored), so both are unique per
+   partition.
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import time
 import types
 
-from flowstate.errors import FlowstateError, ParameterError, ProcedureError, UnknownProcedureError
+from flowstate.errors import (FlowstateError, ParameterError, ProcedureError, ProtocolError,
+                              UnknownProcedureError)
 from flowstate.native.storage import Store
 from flowstate.server.application import Application, load_application, run_parameters
+from flowstate.types import ColumnType
 
-__all__ = ["Partition", "build_store"]
+__all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS"]
+
+_INTEGER_TYPES = (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER, ColumnType.BIGINT)
 
 
 def build_store(catalog) -> Store:
@@ -52,58 +64,164 @@ def build_store(catalog) -> Store:
     return store
 
 
-class _Bound:
-    """A procedure instance with what the partition checks before running it."""
+class Bound:
+    """A procedure with what the server checks before running it.
 
-    __slots__ = ("name", "instance", "run", "fewest", "most")
+    ``partition_parameter`` is the index of the routing parameter (None for
+    a multi-partition procedure); ``partition_kind`` the Python type that
+    parameter must have (int for integer columns, str, bytes).
+    """
 
-    def __init__(self, name, instance):
+    __slots__ = ("name", "instance", "run", "fewest", "most", "partition_parameter",
+                 "partition_kind", "calls", "aborts", "max_params")
+
+    def __init__(self, name, instance, partitioning, catalog):
         self.name = name
         self.instance = instance
         self.run = instance.run
         self.fewest, self.most = run_parameters(type(instance))
+        self.calls = 0
+        self.aborts = 0
+        self.max_params = 1024
+        if partitioning is None:
+            self.partition_parameter = None
+            self.partition_kind = None
+        else:
+            self.partition_parameter = partitioning.parameter
+            column = catalog.tables[partitioning.table].column(partitioning.column)
+            self.partition_kind = (int if column.type in _INTEGER_TYPES else
+                                   bytes if column.type == ColumnType.VARBINARY else str)
+
+    @property
+    def multi_partition(self) -> bool:
+        return self.partition_parameter is None
+
+    def check(self, params) -> None:
+        """Raise ParameterError unless ``params`` fit this procedure."""
+        if type(params) is not list and type(params) is not tuple:
+            raise ParameterError(f"{self.name}: the parameters must be an array, "
+                                 f"got {type(params).__name__}")
+        n = len(params)
+        if n < self.fewest or n > self.most:
+            raise ParameterError(self.count_message(n))
+        if n > self.max_params:
+            raise ParameterError(f"{self.name}: {n} parameters is over the server's limit "
+                                 f"of {self.max_params}")
+        index = self.partition_parameter
+        if index is not None:
+            value = params[index]
+            kind = self.partition_kind
+            if type(value) is not kind and not (kind is bytes and isinstance(value, bytes)):
+                if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+                    raise ParameterError(
+                        f"{self.name}: parameter {index} partitions the call and must be "
+                        f"{'an integer' if kind is int else 'a ' + kind.__name__}, "
+                        f"got {type(value).__name__} {value!r:.60}")
+            if kind is int and not -(1 << 63) <= value < (1 << 63):
+                raise ParameterError(f"{self.name}: parameter {index} = {value} is out of "
+                                     f"range for BIGINT")
+
+    def count_message(self, n: int) -> str:
+        names = list(inspect.signature(self.run).parameters)
+        if self.fewest == self.most:
+            want = f"{self.fewest}"
+        elif self.most == float("inf"):
+            want = f"at least {self.fewest}"
+        else:
+            want = f"{self.fewest} to {self.most}"
+        return f"{self.name} takes {want} parameter(s) ({', '.join(names)}), got {n}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "partition_parameter": self.partition_parameter,
+                "multi_partition": self.multi_partition,
+                "parameters": list(inspect.signature(self.run).parameters),
+                "class": f"{type(self.instance).__module__.split('.', 1)[-1]}."
+                         f"{type(self.instance).__qualname__}"}
+
+
+class LatencyHistogram:
+    """Execution times in power-of-two microsecond buckets: bucket i holds
+    times in [2**(i-1), 2**i) µs (bucket 0: under 1 µs)."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self):
+        self.counts = [0] * 32
+
+    def add(self, nanoseconds: int) -> None:
+        self.counts[min((nanoseconds // 1000).bit_length(), 31)] += 1
+
+    def to_wire(self) -> dict:
+        last = max((i for i, c in enumerate(self.counts) if c), default=-1)
+        return {"unit": "microseconds", "bucket_upper_bounds": [1 << i for i in range(last + 1)],
+                "counts": self.counts[:last + 1]}
+
+
+#: Statement fragments the coordinator may send: op -> Table method.
+FRAGMENT_OPS = frozenset({"len", "get", "insert", "upsert", "update", "delete", "truncate",
+                          "scan", "column_array", "index_get", "index_find", "index_range",
+                          "index_len"})
 
 
 class Partition:
     """Runs an application's procedures serially against its own store."""
 
+    #: How many idempotency keys' outcomes a partition remembers.
+    IDEMPOTENCY_MEMORY = 100_000
+
     def __init__(self, app: Application | str | None = None, partition_id: int = 0,
-                 clock=time.time_ns):
+                 clock=time.time_ns, partitions: int = 1):
         if not isinstance(app, Application):
             app = load_application(app)
         self.app = app
         self.partition_id = partition_id
+        self.partitions = partitions
         self.store = build_store(app.catalog)
         self.db = types.SimpleNamespace(**self.store.tables)
         self._clock = clock
         self._last_timestamp_us = 0
         self.last_txn_id = 0
-        self._procedures: dict[str, _Bound] = {}
+        self.procedures: dict[str, Bound] = {}
         for name, cls in app.procedures.items():
             instance = cls()
             instance.db = self.db
-            bound = _Bound(name, instance)
-            self._procedures[name] = bound
-            self._procedures.setdefault(name.lower(), bound)
+            bound = Bound(name, instance, app.partitioning.get(name), app.catalog)
+            self.procedures[name] = bound
+            self.procedures.setdefault(name.lower(), bound)
         self.calls = 0
         self.aborts = 0
+        self.latency = LatencyHistogram()
+        self.outcomes: collections.OrderedDict = collections.OrderedDict()
+        self._replicated = [self.store.tables[t.name] for t in app.catalog.tables.values()
+                            if t.is_replicated]
+        self._protect_replicated(partitions > 1)
+
+    def _protect_replicated(self, protect: bool) -> None:
+        for table in self._replicated:
+            table.read_only_reason = (
+                f"{table.name} is replicated: only a multi-partition procedure may write it "
+                f"(a single-partition one would change one copy)" if protect else None)
 
     @property
     def procedure_names(self) -> list[str]:
         return list(self.app.procedures)
 
-    def call(self, name: str, *params):
-        """Run one invocation as a transaction; return its result or raise."""
-        bound = self._procedures.get(name)
+    def lookup(self, name) -> Bound:
+        bound = self.procedures.get(name)
         if bound is None:
-            bound = self._procedures.get(name.lower()) if isinstance(name, str) else None
+            bound = self.procedures.get(name.lower()) if isinstance(name, str) else None
             if bound is None:
                 raise UnknownProcedureError(f"there is no procedure {name!r}; the application "
                                             f"has {', '.join(self.procedure_names) or 'none'}")
-        n = len(params)
-        if n < bound.fewest or n > bound.most:
-            raise ParameterError(self._count_message(bound, n))
-        proc = bound.instance
+        return bound
+
+    def call(self, name: str, *params):
+        """Run one invocation as a transaction; return its result or raise."""
+        bound = self.lookup(name)
+        bound.check(params)
+        return self.run(bound, params)
+
+    def _next_transaction(self, proc) -> None:
         self.last_txn_id = txn_id = self.last_txn_id + 1
         now = self._clock() // 1000
         if now <= self._last_timestamp_us:
@@ -112,31 +230,113 @@ class Partition:
         proc.txn_id = txn_id
         proc.timestamp_us = now
         proc._random = None
+
+    def run(self, bound: Bound, params):
+        """Run a checked invocation as one transaction; return or raise."""
+        proc = bound.instance
+        self._next_transaction(proc)
         store = self.store
         self.calls += 1
+        bound.calls += 1
+        started = time.perf_counter_ns()
         store.begin()
         try:
             result = bound.run(*params)
         except FlowstateError:
             store.rollback()
             self.aborts += 1
+            bound.aborts += 1
             raise
         except Exception as e:
             store.rollback()
             self.aborts += 1
+            bound.aborts += 1
             raise ProcedureError(f"{bound.name} failed: {type(e).__name__}: {e}") from e
         except BaseException:
             store.rollback()
             raise
         store.commit()
+        self.latency.add(time.perf_counter_ns() - started)
         return result
 
-    def _count_message(self, bound: _Bound, n: int) -> str:
-        names = list(inspect.signature(bound.run).parameters)
-        if bound.fewest == bound.most:
-            want = f"{bound.fewest}"
-        elif bound.most == float("inf"):
-            want = f"at least {bound.fewest}"
-        else:
-            want = f"{bound.fewest} to {bound.most}"
-        return f"{bound.name} takes {want} parameter(s) ({', '.join(names)}), got {n}"
+    # -- idempotency ------------------------------------------------------
+
+    def remembered(self, key):
+        """The (status, result, message) of an earlier call with ``key``, or None."""
+        return self.outcomes.get(key)
+
+    def remember(self, key, outcome) -> None:
+        outcomes = self.outcomes
+        outcomes[key] = outcome
+        if len(outcomes) > self.IDEMPOTENCY_MEMORY:
+            outcomes.popitem(last=False)
+
+    # -- multi-partition fragments ----------------------------------------
+
+    def begin_fragments(self, txn_id: int, timestamp_us: int) -> None:
+        """Open the coordinator's transaction here."""
+        if self.store.in_transaction:
+            raise ProtocolError("a multi-partition transaction is already open here")
+        self.last_txn_id = max(self.last_txn_id, txn_id)
+        self._last_timestamp_us = max(self._last_timestamp_us, timestamp_us)
+        self.calls += 1
+        self._protect_replicated(False)
+        self.store.begin()
+
+    def run_fragment(self, table_name: str, op: str, args: list):
+        """One statement of the open multi-partition transaction."""
+        if op not in FRAGMENT_OPS:
+            raise ProtocolError(f"unknown fragment operation {op!r}")
+        table = self.store.tables.get(table_name)
+        if table is None:
+            raise ProtocolError(f"unknown table {table_name!r} in a fragment")
+        if op == "len":
+            return len(table)
+        if op == "get":
+            return table.get(args[0])
+        if op == "insert":
+            return table.insert(*args[0], **args[1])
+        if op == "upsert":
+            return table.upsert(*args[0], **args[1])
+        if op == "update":
+            return table.update(args[0], **args[1])
+        if op == "delete":
+            return table.delete(args[0])
+        if op == "truncate":
+            return table.truncate()
+        if op == "scan":
+            return list(table.scan())
+        if op == "column_array":
+            return table.column_array(args[0]).tolist()
+        index = table.index(args[0])
+        if op == "index_len":
+            return len(index)
+        if op == "index_get":
+            return index.get(args[1])
+        if op == "index_find":
+            return index.find(args[1])
+        return index.range(args[1], args[2], **args[3])       # index_range
+
+    def end_fragments(self, commit: bool) -> None:
+        if self.store.in_transaction:
+            if commit:
+                self.store.commit()
+            else:
+                self.store.rollback()
+                self.aborts += 1
+        self._protect_replicated(self.partitions > 1)
+
+    # -- statistics ---------------------------------------------------------
+
+    def statistics(self) -> dict:
+        tables = {}
+        for name, table in self.store.tables.items():
+            tables[name] = {"rows": len(table), "memory_bytes": table.memory_bytes,
+                            "view": table.is_view}
+        procedures = {b.name: {"calls": b.calls, "aborts": b.aborts}
+                      for b in self.procedures.values() if b.calls}
+        return {"partition": self.partition_id, "calls": self.calls, "aborts": self.aborts,
+                "last_txn_id": self.last_txn_id, "tables": tables, "procedures": procedures,
+                "latency": self.latency.to_wire(),
+                "idempotency_keys": len(self.outcomes)}
+

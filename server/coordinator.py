@@ -1,0 +1,394 @@
+"""The coordinator process: multi-partition transactions, the front door,
+and the cluster-wide system procedures.
+
+Its TCP port (21212 by default) accepts any call. Single-partition calls
+are forwarded to their owner over a Link (a driver with client affinity
+sends them straight to the owner instead). Multi-partition calls go into
+a bounded queue (full: OverloadedError) served by one worker thread, so
+they run one at a time:
+
+    MP_BEGIN to every partition, wait for all    (each stops running
+                                                  anything else)
+    run the procedure with self.db = FanoutTables: every statement is a
+    fragment sent to the partitions that hold its rows, answered in turn
+    returned -> MP_END commit to every partition
+    raised   -> MP_END abort: every partition rolls back its part
+
+The worker talks to the partitions over its own blocking Unix-socket
+channels (procedure code is synchronous: a statement returns its rows),
+and hands each answer back to the event loop thread, which alone writes
+to client connections.
+
+Serializability: a multi-partition transaction starts running only once
+every partition has stopped, and it is the only one, so each partition's
+history is "single-partition calls, then it, then more" and one global
+serial order exists.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import queue
+import socket
+import sys
+import threading
+import time
+
+from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, FlowstateError,
+                              MalformedMessageError, OverloadedError, ProcedureError,
+                              UnavailableError, error_class_for_code)
+from flowstate.protocol import (CALL, ERROR, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY,
+                                RESPONSE, STATS, FrameReader, frame)
+from flowstate.routing import Topology
+from flowstate.server import sysprocs
+from flowstate.server.application import load_application
+from flowstate.server.fanout import fanout_database
+from flowstate.server.network import (Connection, Node, error_frame, internal_error,
+                                      response_frame, setup_logging)
+from flowstate.server.partition import Bound
+
+log = logging.getLogger("flowstate")
+
+__all__ = ["CoordinatorNode", "PartitionChannels", "main"]
+
+#: Multi-partition transaction ids carry this in their low bits, so they
+#: never equal a partition's own ids.
+_MP_TAG_BITS = 10
+
+
+class PartitionChannels:
+    """The worker's blocking connections to every partition, and the
+    ``fragment``/``broadcast`` calls FanoutTables make through them."""
+
+    def __init__(self, paths: list[str], topology: Topology, timeout: float):
+        self.paths = paths
+        self.topology = topology
+        self.timeout = timeout
+        self.sockets: list[socket.socket | None] = [None] * len(paths)
+        self.readers = [FrameReader(1 << 30) for _ in paths]
+        self.seq = itertools.count(1)
+        self.fragments = 0
+
+    def _socket(self, partition: int) -> socket.socket:
+        sock = self.sockets[partition]
+        if sock is None:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(self.paths[partition])
+                    break
+                except OSError as e:
+                    sock.close()
+                    if time.monotonic() > deadline:
+                        raise UnavailableError(f"partition {partition} is unreachable: {e}") from None
+                    time.sleep(0.05)
+            self.sockets[partition] = sock
+            self.readers[partition] = FrameReader(1 << 30)
+        return sock
+
+    def reset(self) -> None:
+        """Drop every channel (a partition then rolls back what is open)."""
+        for i, sock in enumerate(self.sockets):
+            if sock is not None:
+                sock.close()
+            self.sockets[i] = None
+
+    def _send(self, partition: int, message: list) -> None:
+        try:
+            self._socket(partition).sendall(frame(message))
+        except OSError as e:
+            self.reset()
+            raise UnavailableError(f"lost partition {partition}: {e}") from None
+
+    def _receive(self, partition: int):
+        sock = self.sockets[partition]
+        reader = self.readers[partition]
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except OSError as e:
+                self.reset()
+                raise UnavailableError(f"partition {partition} did not answer: {e}") from None
+            if not data:
+                self.reset()
+                raise UnavailableError(f"partition {partition} closed its channel")
+            messages = reader.feed(data)
+            if messages:
+                # one request at a time per channel: one answer
+                _, _, status, result, error = messages[0]
+                if status:
+                    raise error_class_for_code(status)(error)
+                return result
+
+    def request(self, partition: int, message: list):
+        self._send(partition, message)
+        return self._receive(partition)
+
+    def request_all(self, message: list) -> list:
+        for partition in range(len(self.paths)):
+            self._send(partition, message)
+        results, first_error = [], None
+        for partition in range(len(self.paths)):
+            try:
+                results.append(self._receive(partition))
+            except FlowstateError as e:
+                results.append(None)
+                first_error = first_error or e
+                if self.sockets[partition] is None:     # the channel is gone
+                    raise
+        if first_error is not None:
+            raise first_error
+        return results
+
+    # -- what FanoutTables call ------------------------------------------------
+
+    def fragment(self, partition: int, table: str, op: str, args: list):
+        self.fragments += 1
+        return self.request(partition, [MP_FRAGMENT, next(self.seq), table, op, args])
+
+    def broadcast(self, table: str, op: str, args: list) -> list:
+        self.fragments += len(self.paths)
+        return self.request_all([MP_FRAGMENT, next(self.seq), table, op, args])
+
+
+class CoordinatorNode(Node):
+    role = "coordinator"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.app = load_application(config["app"])
+        self.topology = Topology(config["partitions"], config.get("bucket_map"))
+        self.channels = PartitionChannels(config["unix_paths"], self.topology,
+                                          self.limits["fragment_timeout_seconds"])
+        self.db = fanout_database(self.app.catalog, self.channels)
+        self.procedures: dict[str, Bound] = {}
+        for name, cls in self.app.procedures.items():
+            instance = cls()
+            instance.db = self.db
+            bound = Bound(name, instance, self.app.partitioning.get(name), self.app.catalog)
+            bound.max_params = self.limits["max_params"]
+            self.procedures[name] = bound
+            self.procedures.setdefault(name.lower(), bound)
+        self.queue: queue.Queue = queue.Queue(maxsize=self.limits["max_queued_mp"])
+        self.worker: threading.Thread | None = None
+        self.mp_calls = 0
+        self.mp_aborts = 0
+        self.forwarded = 0
+        self.last_txn_id = 0
+        self.last_timestamp_us = 0
+        self.outcomes: collections.OrderedDict = collections.OrderedDict()
+        self.running_mp = 0
+
+    async def start(self) -> None:
+        self.worker = threading.Thread(target=self._work, name="multi-partition", daemon=True)
+        self.worker.start()
+
+    def busy(self) -> bool:
+        return super().busy() or self.running_mp > 0 or not self.queue.empty()
+
+    async def drain(self) -> None:
+        await super().drain()
+        self.queue.put(None)
+
+    def welcome_info(self) -> dict:
+        return sysprocs.welcome_info(self, process="coordinator")
+
+    # -- calls --------------------------------------------------------------------
+
+    def handle(self, conn: Connection, messages: list) -> None:
+        for message in messages:
+            kind = message[0]
+            try:
+                if kind == CALL:
+                    self.call(conn, message)
+                elif kind == HELLO:
+                    self.handle_hello(conn, message)
+                else:
+                    self.unknown_kind(conn, message)
+            except Exception as e:
+                error = internal_error(f"handling {str(message)[:80]}", e)
+                conn.out.append(frame([ERROR, error.code, error.message]))
+
+    def call(self, conn: Connection, message: list) -> None:
+        out = conn.out
+        if len(message) not in (4, 5) or not isinstance(message[1], int) \
+                or not isinstance(message[2], str):
+            request_id = message[1] if len(message) > 1 and isinstance(message[1], int) else 0
+            out.append(error_frame(request_id, MalformedMessageError(
+                "a CALL is [1, request_id, procedure name, [params...], options or nil]")))
+            return
+        request_id, name, params = message[1], message[2], message[3]
+        options = message[4] if len(message) == 5 else None
+        if options is not None and not isinstance(options, dict):
+            out.append(error_frame(request_id, MalformedMessageError(
+                "a CALL's options must be a map or nil")))
+            return
+        try:
+            if name.startswith("@"):
+                self.system_procedure(conn, request_id, name, params)
+                return
+            bound = self.procedures.get(name) or self.procedures.get(name.lower())
+            if bound is None:
+                from flowstate.errors import UnknownProcedureError
+                raise UnknownProcedureError(
+                    f"there is no procedure {name!r}; the application has "
+                    f"{', '.join(self.app.procedures) or 'none'}")
+            bound.check(params)
+            if bound.partition_parameter is not None:
+                owner = self.topology.partition_of(params[bound.partition_parameter])
+                self.forwarded += 1
+                self.link(f"partition {owner}", self.config["unix_paths"][owner]).forward(
+                    conn, message)
+                return
+            if conn.inflight >= self.limits["max_inflight"]:
+                raise OverloadedError(f"this connection has {conn.inflight} calls in flight "
+                                      f"(limit {self.limits['max_inflight']})")
+            timeout_ms = options.get("timeout_ms") if options else None
+            deadline = (time.monotonic() + timeout_ms / 1000
+                        if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None)
+            key = options.get("idempotency_key") if options else None
+            try:
+                self.queue.put_nowait((conn, request_id, bound, params, deadline, key))
+            except queue.Full:
+                raise OverloadedError(
+                    f"{self.queue.qsize()} multi-partition calls are queued (limit "
+                    f"{self.limits['max_queued_mp']}); retry later") from None
+            conn.inflight += 1
+        except FlowstateError as e:
+            out.append(error_frame(request_id, e))
+
+    def system_procedure(self, conn: Connection, request_id: int, name: str, params) -> None:
+        if name == "@SystemInformation":
+            if params:
+                from flowstate.errors import ParameterError
+                raise ParameterError(f"{name} takes no parameters, got {len(params)}")
+            conn.out.append(response_frame(request_id, sysprocs.system_information(self)))
+        elif name == "@Statistics":
+            if params:
+                from flowstate.errors import ParameterError
+                raise ParameterError(f"{name} takes no parameters, got {len(params)}")
+            conn.inflight += 1
+            self.loop.create_task(self._statistics(conn, request_id))
+        else:
+            conn.out.append(response_frame(request_id, sysprocs.local(self, name, params)))
+
+    async def _statistics(self, conn: Connection, request_id: int) -> None:
+        import asyncio
+        try:
+            futures = [self.link(f"partition {i}", path).request([STATS, 0])
+                       for i, path in enumerate(self.config["unix_paths"])]
+            partitions = []
+            for i, answer in enumerate(await asyncio.wait_for(asyncio.gather(*futures),
+                                                              self.limits["fragment_timeout_seconds"])):
+                status, result, error = answer
+                partitions.append(result if status == 0 else {"partition": i, "error": error})
+            stats = {"partitions": partitions,
+                     "coordinator": {"multi_partition_calls": self.mp_calls,
+                                     "multi_partition_aborts": self.mp_aborts,
+                                     "forwarded_calls": self.forwarded,
+                                     "queue_depth": self.queue.qsize(),
+                                     "connections": self.client_count,
+                                     "fragments": self.channels.fragments}}
+            conn.send(response_frame(request_id, stats))
+        except Exception as e:
+            error = e if isinstance(e, FlowstateError) else UnavailableError(
+                f"statistics could not be gathered: {type(e).__name__} {e}")
+            conn.send(error_frame(request_id, error))
+        finally:
+            conn.inflight -= 1
+
+    # -- the multi-partition worker --------------------------------------------------
+
+    def _deliver(self, conn: Connection, data: bytes) -> None:
+        conn.inflight -= 1
+        conn.send(data)
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            conn, request_id, bound, params, deadline, key = job
+            self.running_mp = 1
+            try:
+                data = self._run(request_id, bound, params, deadline, key)
+            except BaseException as e:           # never let the worker die silently
+                data = error_frame(request_id, internal_error("the multi-partition worker", e))
+            self.loop.call_soon_threadsafe(self._deliver, conn, data)
+            self.running_mp = 0
+
+    def _run(self, request_id: int, bound: Bound, params, deadline, key) -> bytes:
+        if deadline is not None and time.monotonic() > deadline:
+            return error_frame(request_id, ExpiredError(
+                f"{bound.name} waited in the multi-partition queue past its timeout; it did not run"))
+        if key is not None and key in self.outcomes:
+            return frame([RESPONSE, request_id, *self.outcomes[key]])
+        channels = self.channels
+        self.mp_calls += 1
+        txn = self.last_txn_id = self.last_txn_id + 1
+        txn_id = (txn << _MP_TAG_BITS) | ((1 << _MP_TAG_BITS) - 1)
+        now = max(time.time_ns() // 1000, self.last_timestamp_us + 1)
+        self.last_timestamp_us = now
+        proc = bound.instance
+        proc.txn_id, proc.timestamp_us, proc._random = txn_id, now, None
+        try:
+            channels.request_all([MP_BEGIN, next(channels.seq), txn_id, now])
+        except FlowstateError as e:
+            channels.reset()
+            return error_frame(request_id, e if isinstance(e, UnavailableError) else
+                               UnavailableError(f"could not start {bound.name}: {e.message}"))
+        try:
+            result = bound.run(*params)
+            data = response_frame(request_id, result)
+        except FlowstateError as e:
+            outcome = (e.code, None, e.message)
+        except Exception as e:
+            error = ProcedureError(f"{bound.name} failed: {type(e).__name__}: {e}")
+            outcome = (error.code, None, error.message)
+        else:
+            try:
+                channels.request_all([MP_END, next(channels.seq), True])
+            except FlowstateError as e:
+                channels.reset()
+                log.error("%s: commit failed at a partition: %s", bound.name, e.message)
+                return error_frame(request_id, ConnectionLostError(
+                    f"{bound.name}: a partition failed during commit ({e.message}); "
+                    f"the outcome is unknown"))
+            if key is not None:
+                self._remember(key, (0, result, None))
+            return data
+        self.mp_aborts += 1
+        try:
+            channels.request_all([MP_END, next(channels.seq), False])
+        except FlowstateError as e:
+            channels.reset()         # each partition rolls back when its channel closes
+            log.error("%s: rollback failed at a partition: %s", bound.name, e.message)
+        if isinstance(outcome[0], int) and outcome[0] // 100 == AbortedError.code // 100 \
+                and key is not None:
+            self._remember(key, outcome)
+        return frame([RESPONSE, request_id, *outcome])
+
+    def _remember(self, key, outcome) -> None:
+        self.outcomes[key] = outcome
+        if len(self.outcomes) > 100_000:
+            self.outcomes.popitem(last=False)
+
+
+def main(argv=None) -> int:
+    config = json.loads((argv or sys.argv)[1])
+    setup_logging("coordinator", config.get("log_level", "INFO"))
+    try:
+        node = CoordinatorNode(config)
+    except FlowstateError as e:
+        log.error("cannot load the application: %s", e)
+        return 3
+    return node.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

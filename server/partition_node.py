@@ -1,0 +1,245 @@
+"""A partition process: one Partition executor behind the network.
+
+The process owns one partition's rows. Its event loop reads every frame a
+connection has ready, runs each call it owns to completion right there
+(procedures never await), and writes all the answers of that read in one
+write. Calls it does not own are forwarded over a Link: single-partition
+calls to their owner, multi-partition calls and the cluster-wide system
+procedures to the coordinator.
+
+On its Unix socket the coordinator opens multi-partition transactions
+(MP_BEGIN), sends statement fragments (MP_FRAGMENT) and ends them
+(MP_END). From MP_BEGIN to MP_END the partition reads no other
+connection, so nothing else runs here in between; if the coordinator's
+connection drops mid-transaction, the transaction is rolled back.
+
+Invariant: a call runs here only if this partition owns its partitioning
+value under the topology (or the cluster has one partition).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
+                              ProtocolError)
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY, RESPONSE,
+                                STATS, frame)
+from flowstate.routing import BUCKETS, Topology, partition_hash
+from flowstate.server import sysprocs
+from flowstate.server.application import load_application
+from flowstate.server.network import (Connection, Node, error_frame, internal_error,
+                                      response_frame, setup_logging)
+from flowstate.server.partition import Partition
+
+log = logging.getLogger("flowstate")
+
+__all__ = ["PartitionNode", "main"]
+
+
+class PartitionNode(Node):
+    role = "partition"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.partition_id = config["partition"]
+        app = load_application(config["app"])
+        self.partition = Partition(app, self.partition_id, partitions=config["partitions"])
+        self.topology = Topology(config["partitions"], config.get("bucket_map"))
+        self.procedures = self.partition.procedures
+        for bound in self.procedures.values():
+            bound.max_params = self.limits["max_params"]
+        self.mp_connection: Connection | None = None
+
+    # -- clients -------------------------------------------------------------------
+
+    def handle(self, conn: Connection, messages: list) -> None:
+        partition = self.partition
+        procedures = self.procedures
+        out = conn.out
+        single = self.topology.partitions == 1
+        bucket_map = self.topology.bucket_map
+        me = self.partition_id
+        for message in messages:
+            kind = message[0]
+            if kind == CALL and len(message) == 5 and type(message[2]) is str and (
+                    message[4] is None or type(message[4]) is dict
+                    and "idempotency_key" not in message[4]):
+                request_id = message[1]
+                bound = procedures.get(message[2])
+                if bound is None:
+                    self.slow_call(conn, message)
+                    continue
+                params = message[3]
+                try:
+                    bound.check(params)
+                    index = bound.partition_parameter
+                    if index is None:
+                        self.forward_to_coordinator(conn, message)
+                        continue
+                    if not single:
+                        owner = bucket_map[partition_hash(params[index]) % BUCKETS]
+                        if owner != me:
+                            self.forward_to_partition(owner, conn, message)
+                            continue
+                    result = partition.run(bound, params)
+                except FlowstateError as e:
+                    out.append(error_frame(request_id, e))
+                    continue
+                try:
+                    out.append(response_frame(request_id, result))
+                except Exception as e:
+                    out.append(error_frame(request_id, _unsendable(bound.name, e)))
+                continue
+            try:
+                if kind == CALL:
+                    self.slow_call(conn, message)
+                elif kind == HELLO:
+                    self.handle_hello(conn, message)
+                elif conn.internal and type(kind) is int and MP_BEGIN <= kind <= STATS:
+                    self.internal(conn, message)
+                else:
+                    self.unknown_kind(conn, message)
+            except Exception as e:
+                error = internal_error(f"handling {str(message)[:80]}", e)
+                conn.out.append(frame([3, error.code, error.message]))
+
+    def slow_call(self, conn: Connection, message: list) -> None:
+        """A CALL off the fast path: options, system procedures, bad shapes."""
+        out = conn.out
+        if len(message) not in (4, 5) or not isinstance(message[1], int):
+            request_id = message[1] if len(message) > 1 and isinstance(message[1], int) else 0
+            out.append(error_frame(request_id, MalformedMessageError(
+                "a CALL is [1, request_id, procedure, [params...], options or nil]")))
+            return
+        request_id, name, params = message[1], message[2], message[3]
+        if not isinstance(name, str):
+            out.append(error_frame(request_id, MalformedMessageError(
+                f"a procedure name is a string, got {type(name).__name__}")))
+            return
+        options = message[4] if len(message) == 5 else None
+        if options is not None and not isinstance(options, dict):
+            out.append(error_frame(request_id, MalformedMessageError(
+                "a CALL's options must be a map or nil")))
+            return
+        if isinstance(name, str) and name.startswith("@"):
+            if name in sysprocs.CLUSTER_WIDE:
+                self.forward_to_coordinator(conn, message)
+                return
+            try:
+                out.append(response_frame(request_id, sysprocs.local(self, name, params)))
+            except FlowstateError as e:
+                out.append(error_frame(request_id, e))
+            return
+        partition = self.partition
+        try:
+            bound = partition.lookup(name)
+            bound.check(params)
+            index = bound.partition_parameter
+            if index is None:
+                self.forward_to_coordinator(conn, message)
+                return
+            if self.topology.partitions > 1:
+                owner = self.topology.partition_of(params[index])
+                if owner != self.partition_id:
+                    self.forward_to_partition(owner, conn, message)
+                    return
+        except FlowstateError as e:
+            out.append(error_frame(request_id, e))
+            return
+        key = options.get("idempotency_key") if options else None
+        if key is not None:
+            earlier = partition.remembered(key)
+            if earlier is not None:
+                out.append(frame([RESPONSE, request_id, *earlier]))
+                return
+        try:
+            outcome = (0, partition.run(bound, params), None)
+        except FlowstateError as e:
+            outcome = (e.code, None, e.message)
+        try:
+            data = frame([RESPONSE, request_id, *outcome])
+        except Exception as e:
+            error = _unsendable(bound.name, e)
+            outcome = (error.code, None, error.message)
+            data = frame([RESPONSE, request_id, *outcome])
+        if key is not None and (outcome[0] == 0 or outcome[0] // 100 == AbortedError.code // 100):
+            partition.remember(key, outcome)
+        out.append(data)
+
+    def forward_to_coordinator(self, conn: Connection, message: list) -> None:
+        self.link("coordinator", self.config["coordinator_unix_path"]).forward(conn, message)
+
+    def forward_to_partition(self, owner: int, conn: Connection, message: list) -> None:
+        self.link(f"partition {owner}", self.config["unix_paths"][owner]).forward(conn, message)
+
+    def welcome_info(self) -> dict:
+        return sysprocs.welcome_info(self, process=self.partition_id)
+
+    # -- the coordinator -----------------------------------------------------------
+
+    def internal(self, conn: Connection, message: list) -> None:
+        kind, seq = message[0], message[1]
+        try:
+            if kind == MP_FRAGMENT:
+                result = self.partition.run_fragment(message[2], message[3], message[4])
+            elif kind == MP_BEGIN:
+                if self.mp_connection is not None:
+                    raise ProtocolError("a multi-partition transaction is already open")
+                self.partition.begin_fragments(message[2], message[3])
+                self.mp_connection = conn
+                self.hold_others(conn)
+                result = None
+            elif kind == MP_END:
+                self.end_multi_partition(commit=bool(message[2]))
+                result = None
+            else:                                   # STATS
+                result = self.statistics()
+        except FlowstateError as e:
+            conn.out.append(frame([REPLY, seq, e.code, None, e.message]))
+            return
+        except Exception as e:
+            error = internal_error(f"fragment {message[2:4]!r}", e)
+            conn.out.append(frame([REPLY, seq, error.code, None, error.message]))
+            return
+        conn.out.append(frame([REPLY, seq, 0, result, None]))
+
+    def end_multi_partition(self, commit: bool) -> None:
+        self.mp_connection = None
+        self.partition.end_fragments(commit)
+        self.release_others()
+
+    def connection_closed(self, conn: Connection) -> None:
+        if conn is self.mp_connection:
+            log.warning("the coordinator's connection closed inside a multi-partition "
+                        "transaction: rolling it back")
+            self.end_multi_partition(commit=False)
+
+    def statistics(self) -> dict:
+        stats = self.partition.statistics()
+        stats["connections"] = self.client_count
+        stats["queue_depth"] = sum(len(c.held or ()) for c in self.connections)
+        stats["forwarded_waiting"] = sum(len(link.pending) for link in self.links.values())
+        stats["pid"] = __import__("os").getpid()
+        return stats
+
+
+def _unsendable(name: str, e: Exception) -> InternalError:
+    return InternalError(f"{name} committed, but its result cannot be sent: {e}")
+
+
+def main(argv=None) -> int:
+    config = json.loads((argv or sys.argv)[1])
+    setup_logging(f"partition-{config['partition']}", config.get("log_level", "INFO"))
+    try:
+        node = PartitionNode(config)
+    except FlowstateError as e:
+        log.error("cannot load the application: %s", e)
+        return 3
+    return node.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
