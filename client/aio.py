@@ -294,12 +294,19 @@ class AsyncClient:
 
     def _submit(self, conn: _Connection, waiter, procedure, params, timeout, idempotency_key):
         request_id = next(self.request_ids)
+        # The server needs the timeout only where calls can wait in a queue
+        # (the coordinator's); a partition runs what it reads at once.
         data = call_frame(request_id, procedure, params,
-                          timeout, idempotency_key, self._max_frame)
+                          timeout if conn is self.main else None, idempotency_key,
+                          self._max_frame)
         started = _perf()
-        conn.pending[request_id] = [waiter, started,
-                                    None if timeout is None else started + timeout, timeout]
-        conn.send(data)
+        pending = conn.pending
+        pending[request_id] = [waiter, started,
+                               None if timeout is None else started + timeout, timeout]
+        if len(pending) == 1 and not conn.out and not conn.closed:
+            conn.transport.write(data)      # alone in flight: no batching to wait for
+        else:
+            conn.send(data)
         return request_id
 
     async def call(self, procedure: str, *params, timeout: float | None = ...,

@@ -234,7 +234,8 @@ class Client:
             timeout = self.timeout
         conn = self._route(procedure, params)
         request_id = next(self.request_ids)
-        data = call_frame(request_id, procedure, params, timeout, idempotency_key,
+        data = call_frame(request_id, procedure, params,
+                          timeout if conn is self.main else None, idempotency_key,
                           self._max_frame)
         waiter = _Waiter()
         with conn.pending_lock:

@@ -60,6 +60,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal as _decimal
 import struct
+import threading
 
 import msgpack
 
@@ -131,18 +132,31 @@ def _ext_hook(code, data):
     return msgpack.ExtType(code, data)
 
 
-_packer_default = msgpack.Packer(default=_default, autoreset=True)
+# A Packer per thread: msgpack.packb builds a new one per call, which costs
+# as much as packing a small message.
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = _local.packer = msgpack.Packer(default=_default)
+    return packer
 
 
 def pack(message) -> bytes:
     """The msgpack body of a message (no length prefix)."""
-    return msgpack.packb(message, default=_default)
+    try:
+        return _local.packer.pack(message)
+    except AttributeError:
+        return _packer().pack(message)
 
 
 def frame(message) -> bytes:
     """One whole frame: length prefix + msgpack body."""
-    body = msgpack.packb(message, default=_default)
-    return _LENGTH.pack(len(body)) + body
+    try:
+        body = _local.packer.pack(message)
+    except AttributeError:
+        body = _packer().pack(message)
+    return len(body).to_bytes(4, "big") + body
 
 
 def unpack(body):
@@ -188,8 +202,9 @@ class FrameReader:
         end_of_data = len(buf)
         limit = self.max_frame_bytes
         unpackb = msgpack.unpackb
+        length_at = _LENGTH.unpack_from
         while end_of_data - pos >= 4:
-            size = int.from_bytes(buf[pos:pos + 4], "big")
+            size = length_at(buf, pos)[0]
             end = pos + 4 + size
             if size > limit:
                 if end <= end_of_data:
