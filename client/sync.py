@@ -57,7 +57,20 @@ class _Connection:
     def send(self, data: bytes) -> None:
         try:
             with self.write_lock:
-                self.sock.sendall(data)
+                # sendall() by hand, to know whether a frame is half written when
+                # the sender is interrupted: a greenlet killed or timed out by
+                # gevent (as locust stops users), KeyboardInterrupt in a thread.
+                # The rest of that frame never follows, so the server would read
+                # every later call on this shared connection as part of it: close
+                # the connection instead (its calls fail, the next call reconnects).
+                sent = 0
+                try:
+                    while sent < len(data):
+                        sent += self.sock.send(data[sent:] if sent else data)
+                except BaseException:
+                    if sent:
+                        self.close()
+                    raise
         except OSError as e:
             self.close()
             raise ConnectionLostError(f"the connection to {self.address[0]}:{self.address[1]} "

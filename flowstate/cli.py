@@ -128,6 +128,21 @@ def _add_serve(sub) -> None:
     serve.set_defaults(func=_serve)
 
 
+def _add_voter(sub) -> None:
+    from flowstate.voterbench import add_arguments, run_from_args
+    voter = sub.add_parser(
+        "voter", help="drive a running server with VoltDB's Voter workload",
+        description="VoltDB's Voter benchmark client: calls Initialize, then keeps "
+                    "--inflight Vote calls in flight on each of --connections client "
+                    "connections (closed loop: each answer sends the next call) for "
+                    "--warmup seconds, then measures for --duration seconds and prints "
+                    "the throughput, latency percentiles, the outcome of the calls and "
+                    "the Results. Exit status 1 if any call failed, 2 if the server "
+                    "cannot be reached.")
+    add_arguments(voter)
+    voter.set_defaults(func=run_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowstate",
@@ -135,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flowstate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
+    _add_voter(sub)
 
     demo = sub.add_parser(
         "demo", help="run the Voter application in process and print the results",

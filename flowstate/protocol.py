@@ -11,9 +11,11 @@ Frame
     4       N     body: exactly one msgpack array (the message)
 
 A frame whose N exceeds the receiver's ``max_frame_bytes`` is answered
-with an ERROR message and its body is skipped (the connection stays up);
-a body that is not one valid msgpack array closes the connection after
-an ERROR message. Integers in messages are msgpack ints, strings UTF-8.
+with an ERROR message and its body is skipped (the connection stays up;
+the frames around it are handled as usual); a body that is not exactly
+one valid, non-empty msgpack array (ext payloads included) closes the
+connection after an ERROR message. Integers in messages are msgpack
+ints, strings UTF-8.
 
 Messages (element 0 of the array is the kind)
 ---------------------------------------------
@@ -21,11 +23,16 @@ client -> server
     [0 HELLO,    protocol_version, client_name, credentials or nil]
     [1 CALL,     request_id, procedure, [param, ...], options or nil]
         options: map, all keys optional:
-            "timeout_ms"       the caller gives up after this; a call still
-                               queued at the server when it expires is
-                               dropped unrun (rejected, code 205)
-            "idempotency_key"  str or bin (<= 128 bytes): a retry with the
-                               same key gets the first call's outcome
+            "timeout_ms"       the caller gives up after this; a multi-
+                               partition call still queued at the
+                               coordinator when it expires is dropped unrun
+                               (rejected, code 205); single-partition calls
+                               run when read and ignore it
+            "idempotency_key"  str or bin (<= 128 bytes, else code 101): a
+                               retry with the same key gets the first
+                               call's outcome (success or 3xx)
+        A CALL of the wrong shape is answered with status 101 under its
+        request id (0 if that is not an integer).
 server -> client
     [0 WELCOME,  protocol_version, server_version, info]
         info: map with "app", "partitions", "topology" (routing.Topology
@@ -38,9 +45,11 @@ server -> client
         status 0 is success; anything else is a flowstate.errors code and
         result is nil. Responses may arrive out of order.
     [3 ERROR,    status, error_message]
-        about the connection, not a call: a frame over the limit, a body
-        that is not msgpack (the server closes after it), a version it
-        does not speak.
+        about the connection, not a call: a frame over the limit (102), a
+        body that is not msgpack or not a non-empty array (101, then the
+        server closes), a version it does not speak (104), a message of an
+        unknown kind with no integer request id (103), too many
+        connections (203, then the server closes).
 
 Internal kinds (10..19) are spoken only on the server's Unix sockets
 between its own processes; on a client port they get status 103.
@@ -71,7 +80,8 @@ __all__ = [
     "PROTOCOL_VERSION", "HELLO", "WELCOME", "CALL", "RESPONSE", "ERROR",
     "MP_BEGIN", "MP_FRAGMENT", "MP_END", "STATS", "REPLY",
     "DEFAULT_PORT", "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_PARAMS", "DEFAULT_MAX_INFLIGHT",
-    "DEFAULT_MAX_CONNECTIONS", "frame", "pack", "unpack", "FrameReader", "parse_address",
+    "DEFAULT_MAX_CONNECTIONS", "MAX_IDEMPOTENCY_KEY_BYTES", "frame", "pack", "unpack",
+    "FrameReader", "parse_address", "options_error",
 ]
 
 PROTOCOL_VERSION = 1
@@ -94,6 +104,7 @@ DEFAULT_MAX_FRAME_BYTES = 1 << 20
 DEFAULT_MAX_PARAMS = 1024
 DEFAULT_MAX_INFLIGHT = 10_000       # calls in flight per connection
 DEFAULT_MAX_CONNECTIONS = 1000      # per process
+MAX_IDEMPOTENCY_KEY_BYTES = 128
 
 _EXT_TABLE, _EXT_DECIMAL, _EXT_DATETIME = 1, 2, 3
 _LENGTH = struct.Struct(">I")
@@ -163,21 +174,44 @@ def unpack(body):
     return msgpack.unpackb(body, ext_hook=_ext_hook, strict_map_key=False)
 
 
+def options_error(options) -> str | None:
+    """Why a CALL's options (element 4) are not acceptable, or None."""
+    if options is None:
+        return None
+    if type(options) is not dict:
+        return "a CALL's options must be a map or nil"
+    key = options.get("idempotency_key")
+    if key is not None:
+        if type(key) is str:
+            size = len(key.encode("utf-8"))
+        elif type(key) is bytes:
+            size = len(key)
+        else:
+            return f"an idempotency_key must be a str or bin, got {type(key).__name__}"
+        if size > MAX_IDEMPOTENCY_KEY_BYTES:
+            return (f"an idempotency_key is at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes, "
+                    f"got {size}")
+    return None
+
+
 class FrameTooLarge(Exception):
     """A frame announced more bytes than the receiver accepts."""
 
-    def __init__(self, size: int, limit: int):
+    def __init__(self, size: int, limit: int, messages: list | None = None):
         super().__init__(f"a frame of {size} bytes is over the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+        #: the messages completed before the oversized frame in the same feed
+        self.messages = messages if messages is not None else []
 
 
 class FrameReader:
     """Splits a byte stream into decoded messages.
 
     ``feed(data)`` returns the list of messages completed by ``data``.
-    A frame over the limit raises FrameTooLarge once; its body is then
-    skipped as it arrives and reading goes on after it. A body that is
+    A frame over the limit raises FrameTooLarge once (carrying, in
+    ``messages``, those completed before it); its body is then skipped as
+    it arrives and reading goes on after it. A body that is
     not valid msgpack raises ValueError: the stream cannot be trusted any
     more and the caller closes it.
     """
@@ -212,7 +246,7 @@ class FrameReader:
                 else:
                     self.skip = end - end_of_data
                     self.buffer = b""
-                raise FrameTooLarge(size, limit)
+                raise FrameTooLarge(size, limit, messages)
             if end > end_of_data:
                 break
             try:

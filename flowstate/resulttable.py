@@ -8,8 +8,9 @@ Wire form (version 1), a msgpack map:
 
     {"columns": [name, ...], "types": [type code, ...], "rows": [[v, ...], ...]}
 
-Type codes are flowstate.types.ColumnType; values are encoded as the
-column type says (DECIMAL as its string, TIMESTAMP as int microseconds).
+Type codes are flowstate.types.ColumnType; values are msgpack values,
+DECIMAL and TIMESTAMP values as the protocol's ext types 2 and 3
+(flowstate.protocol), rows as arrays.
 """
 
 from __future__ import annotations

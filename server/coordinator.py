@@ -40,8 +40,8 @@ import time
 from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, FlowstateError,
                               MalformedMessageError, OverloadedError, ProcedureError,
                               UnavailableError, error_class_for_code)
-from flowstate.protocol import (CALL, ERROR, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY,
-                                RESPONSE, STATS, FrameReader, frame)
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY,
+                                RESPONSE, STATS, FrameReader, frame, options_error)
 from flowstate.routing import Topology
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
@@ -203,16 +203,12 @@ class CoordinatorNode(Node):
     def handle(self, conn: Connection, messages: list) -> None:
         for message in messages:
             kind = message[0]
-            try:
-                if kind == CALL:
-                    self.call(conn, message)
-                elif kind == HELLO:
-                    self.handle_hello(conn, message)
-                else:
-                    self.unknown_kind(conn, message)
-            except Exception as e:
-                error = internal_error(f"handling {str(message)[:80]}", e)
-                conn.out.append(frame([ERROR, error.code, error.message]))
+            if kind == CALL:
+                self.guarded(conn, message, self.call)
+            elif kind == HELLO:
+                self.guarded(conn, message, self.handle_hello)
+            else:
+                self.guarded(conn, message, self.unknown_kind)
 
     def call(self, conn: Connection, message: list) -> None:
         out = conn.out
@@ -224,9 +220,9 @@ class CoordinatorNode(Node):
             return
         request_id, name, params = message[1], message[2], message[3]
         options = message[4] if len(message) == 5 else None
-        if options is not None and not isinstance(options, dict):
-            out.append(error_frame(request_id, MalformedMessageError(
-                "a CALL's options must be a map or nil")))
+        problem = options_error(options)
+        if problem is not None:
+            out.append(error_frame(request_id, MalformedMessageError(problem)))
             return
         try:
             if name.startswith("@"):
@@ -263,6 +259,7 @@ class CoordinatorNode(Node):
             out.append(error_frame(request_id, e))
 
     def system_procedure(self, conn: Connection, request_id: int, name: str, params) -> None:
+        sysprocs.check_array(name, params)
         if name == "@SystemInformation":
             if params:
                 from flowstate.errors import ParameterError

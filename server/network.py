@@ -84,7 +84,10 @@ class Connection(asyncio.Protocol):
         self.node = node
         self.internal = internal
         self.transport = None
-        self.reader = FrameReader(node.limits["max_frame_bytes"])
+        # the frame limit is for clients: a forwarded call is re-encoded with
+        # the link's sequence number as its id, so it may be a few bytes
+        # longer than the client's frame, and fragments have no client limit
+        self.reader = FrameReader(1 << 30 if internal else node.limits["max_frame_bytes"])
         self.out: list[bytes] = []
         self.held: list | None = None     # messages waiting while the partition is held
         self.inflight = 0                 # calls answered later (forwarded, multi-partition)
@@ -127,13 +130,20 @@ class Connection(asyncio.Protocol):
         try:
             messages = self.reader.feed(data)
         except FrameTooLarge as e:
-            self.transport.write(frame([ERROR, FrameTooLargeError.code, str(e)]))
-            log.warning("skipped a frame of %d bytes from %s (limit %d)", e.size, self.peer, e.limit)
-            try:
-                messages = self.reader.drain_after_too_large()
-            except (FrameTooLarge, ValueError):
-                self.abort("a second bad frame in the same chunk")
-                return
+            messages = e.messages           # the calls before it are answered as usual
+            while e is not None:
+                self.transport.write(frame([ERROR, FrameTooLargeError.code, str(e)]))
+                log.warning("skipped a frame of %d bytes from %s (limit %d)", e.size, self.peer,
+                            e.limit)
+                try:
+                    messages += self.reader.drain_after_too_large()
+                    e = None
+                except FrameTooLarge as again:      # another one in the same chunk
+                    messages += again.messages
+                    e = again
+                except ValueError as bad:
+                    self.abort(str(bad))
+                    return
         except ValueError as e:
             self.abort(str(e))
             return
@@ -287,6 +297,10 @@ class Link(asyncio.Protocol):
             return
         pending = self.pending
         for message in messages:
+            if message[0] == ERROR or len(message) < 5:
+                # not an answer: an ERROR's element 1 is a status, not a seq
+                log.error("unexpected message from %s: %s", self.name, str(message)[:200])
+                continue
             entry = pending.pop(message[1], None)
             if entry is None:
                 continue
@@ -364,6 +378,21 @@ class Node:
         conn.greeted = True
         conn.out.append(frame([HELLO, PROTOCOL_VERSION, self.server_version(),
                                self.welcome_info()]))
+
+    def guarded(self, conn: Connection, message: list, handler) -> None:
+        """``handler(conn, message)``, with a bug in it answered, never raised
+        (an exception out of data_received drops the connection unanswered):
+        a CALL gets a RESPONSE with InternalError under its request id, so a
+        process that forwarded it routes the answer back; anything else an
+        ERROR."""
+        try:
+            handler(conn, message)
+        except Exception as e:
+            error = internal_error(f"handling {str(message)[:80]}", e)
+            if message[0] == CALL and len(message) > 1 and type(message[1]) is int:
+                conn.out.append(error_frame(message[1], error))
+            else:
+                conn.out.append(frame([ERROR, error.code, error.message]))
 
     def unknown_kind(self, conn: Connection, message: list) -> None:
         request_id = message[1] if len(message) > 1 and isinstance(message[1], int) else None

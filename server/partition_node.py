@@ -26,7 +26,7 @@ import sys
 from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
                               ProtocolError)
 from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY, RESPONSE,
-                                STATS, frame)
+                                STATS, frame, options_error)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
@@ -70,7 +70,7 @@ class PartitionNode(Node):
                 request_id = message[1]
                 bound = procedures.get(message[2])
                 if bound is None:
-                    self.slow_call(conn, message)
+                    self.guarded(conn, message, self.slow_call)
                     continue
                 params = message[3]
                 try:
@@ -93,18 +93,14 @@ class PartitionNode(Node):
                 except Exception as e:
                     out.append(error_frame(request_id, _unsendable(bound.name, e)))
                 continue
-            try:
-                if kind == CALL:
-                    self.slow_call(conn, message)
-                elif kind == HELLO:
-                    self.handle_hello(conn, message)
-                elif conn.internal and type(kind) is int and MP_BEGIN <= kind <= STATS:
-                    self.internal(conn, message)
-                else:
-                    self.unknown_kind(conn, message)
-            except Exception as e:
-                error = internal_error(f"handling {str(message)[:80]}", e)
-                conn.out.append(frame([3, error.code, error.message]))
+            if kind == CALL:
+                self.guarded(conn, message, self.slow_call)
+            elif kind == HELLO:
+                self.guarded(conn, message, self.handle_hello)
+            elif conn.internal and type(kind) is int and MP_BEGIN <= kind <= STATS:
+                self.guarded(conn, message, self.internal)
+            else:
+                self.guarded(conn, message, self.unknown_kind)
 
     def slow_call(self, conn: Connection, message: list) -> None:
         """A CALL off the fast path: options, system procedures, bad shapes."""
@@ -120,15 +116,16 @@ class PartitionNode(Node):
                 f"a procedure name is a string, got {type(name).__name__}")))
             return
         options = message[4] if len(message) == 5 else None
-        if options is not None and not isinstance(options, dict):
-            out.append(error_frame(request_id, MalformedMessageError(
-                "a CALL's options must be a map or nil")))
+        problem = options_error(options)
+        if problem is not None:
+            out.append(error_frame(request_id, MalformedMessageError(problem)))
             return
         if isinstance(name, str) and name.startswith("@"):
-            if name in sysprocs.CLUSTER_WIDE:
-                self.forward_to_coordinator(conn, message)
-                return
             try:
+                sysprocs.check_array(name, params)
+                if name in sysprocs.CLUSTER_WIDE:
+                    self.forward_to_coordinator(conn, message)
+                    return
                 out.append(response_frame(request_id, sysprocs.local(self, name, params)))
             except FlowstateError as e:
                 out.append(error_frame(request_id, e))

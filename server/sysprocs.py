@@ -22,10 +22,18 @@ import time
 
 from flowstate.errors import ParameterError, UnknownProcedureError
 
-__all__ = ["NAMES", "CLUSTER_WIDE", "local", "welcome_info", "system_information"]
+__all__ = ["NAMES", "CLUSTER_WIDE", "local", "welcome_info", "system_information",
+           "check_array"]
 
 NAMES = ("@Ping", "@Procedures", "@SystemInformation", "@Statistics")
 CLUSTER_WIDE = frozenset({"@SystemInformation", "@Statistics"})
+
+
+def check_array(name: str, params) -> None:
+    """ParameterError unless a call's parameters are an array."""
+    if type(params) is not list and type(params) is not tuple:
+        raise ParameterError(f"{name}: the parameters must be an array, "
+                             f"got {type(params).__name__}")
 
 
 def _no_parameters(name: str, params) -> None:

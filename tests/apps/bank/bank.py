@@ -156,3 +156,16 @@ class Sleep(Procedure):
     def run(self, seconds):
         time.sleep(seconds)
         return seconds
+
+
+class Hold(Procedure):
+    """Holds every partition until the file ``path`` exists (at most
+    ``limit`` seconds): a long multi-partition call the test ends."""
+
+    def run(self, path, limit):
+        deadline = time.monotonic() + limit
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
