@@ -256,8 +256,14 @@ class Client:
                 raise ConnectionLostError(f"the connection to {conn.address[0]}:"
                                           f"{conn.address[1]} is closed")
             conn.pending[request_id] = (waiter, time.perf_counter())
-        conn.send(data)
-        if not waiter.event.wait(timeout):
+        try:
+            conn.send(data)
+            answered = waiter.event.wait(timeout)
+        except BaseException:          # a killed greenlet, KeyboardInterrupt, a lost send
+            with conn.pending_lock:
+                conn.pending.pop(request_id, None)
+            raise
+        if not answered:
             with conn.pending_lock:
                 conn.pending.pop(request_id, None)
             if not waiter.event.is_set():

@@ -239,6 +239,11 @@ class Link(asyncio.Protocol):
             conn.send(error_frame(message[1], OverloadedError(
                 f"{self.name} has {len(self.pending)} forwarded calls waiting; retry later")))
             return
+        if conn.inflight >= self.node.limits["max_inflight"]:
+            conn.send(error_frame(message[1], OverloadedError(
+                f"this connection has {conn.inflight} calls in flight (limit "
+                f"{self.node.limits['max_inflight']}); wait for answers before sending more")))
+            return
         seq = next(self.seq)
         self.pending[seq] = (conn, message[1])
         conn.inflight += 1
