@@ -561,7 +561,7 @@ def print_table(rows: list[dict], redis_kinds: list[str]) -> None:
     baseline = {(r["connections"], r["inflight"], r["client"]): r["calls_per_s"]
                 for r in rows if r["system"] == "redis"}
     headers = ["system", "client", "C×N", "calls/s", "p50 ms", "p99 ms", "p99.9 ms",
-               "server CPU %", "client CPU %", "failed"]
+               "server CPU %", "calls/server CPU-s", "client CPU %", "failed"]
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
     for r in rows:
@@ -569,6 +569,8 @@ def print_table(rows: list[dict], redis_kinds: list[str]) -> None:
         line = [system, r["client"], f"{r['connections']}×{r['inflight']}",
                 f"{r['calls_per_s']:,.0f}", _fmt_ms(r["p50_ms"]), _fmt_ms(r["p99_ms"]),
                 _fmt_ms(r["p999_ms"]), _fmt_pct(r["server_cpu_percent"]),
+                (f"{r['calls_per_s'] * 100 / r['server_cpu_percent']:,.0f}"
+                 if r["server_cpu_percent"] else "-"),
                 _fmt_pct(r["client_cpu_percent"]), f"{r['failed']:,}"]
         for kind in redis_kinds:
             base = baseline.get((r["connections"], r["inflight"], kind))
@@ -731,7 +733,7 @@ def main(argv=None) -> int:
     print("calls/s: Vote calls answered per second in the measured window (every outcome); "
           "latency: per call as the client saw it (redis-py with N > 1: the pipeline's round "
           "trip); CPU: % of one core over the window (server: all its processes; client: "
-          "this process); vs KIND: Flowstate calls/s / Redis calls/s with that client, same "
+          "this process); calls/server CPU-s: calls/s / server cores busy; vs KIND: Flowstate calls/s / Redis calls/s with that client, same "
           "shape.")
     for r in rows:
         shape = f"{r['connections']}x{r['inflight']}"

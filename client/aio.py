@@ -246,7 +246,7 @@ class AsyncClient:
         self._max_frame = cluster.limits.get("max_frame_bytes", self._max_frame)
         self.max_inflight = self._max_inflight or cluster.limits.get("max_inflight", 10_000)
         self.direct = [None] * cluster.partitions
-        if self.affinity and cluster.partitions > 1:
+        if self.affinity:
             for i, address in enumerate(cluster.addresses):
                 try:
                     self.direct[i] = await asyncio.wait_for(self._open(address), self.connect_timeout)

@@ -210,7 +210,7 @@ class Client:
             self.main = conn
             self._max_frame = cluster.limits.get("max_frame_bytes", self._max_frame)
             self.direct = [None] * cluster.partitions
-            if self.affinity and cluster.partitions > 1:
+            if self.affinity:
                 for i, address in enumerate(cluster.addresses):
                     try:
                         self.direct[i] = _Connection(address, self.connect_timeout)
