@@ -14,6 +14,9 @@ with get/find/range/len) and turn each call into fragments:
     summed, the first row found);
   * replicated table: reads from partition 0 (every copy is the same),
     writes to every partition.
+  * a view grouped by other columns than the partitioning one holds a
+    partial row per group in each partition: reads merge them (COUNT and
+    SUM add up, MIN and MAX compare), so the procedure sees whole groups.
 
 Views follow their source table's partitioning. Rows come back as the
 table's Row namedtuples, as in a single-partition procedure.
@@ -53,7 +56,8 @@ class _Sorter:
 
 
 class FanoutTable:
-    def __init__(self, cluster, table, partition_column: str | None, replicated: bool):
+    def __init__(self, cluster, table, partition_column: str | None, replicated: bool,
+                 view_aggregates=None):
         self._cluster = cluster
         self.name = table.name
         self.columns = table.columns
@@ -66,6 +70,12 @@ class FanoutTable:
         self.replicated = replicated
         self._column_position = (table.column_names.index(partition_column)
                                  if partition_column is not None else None)
+        # A partitioned view whose groups span partitions: every partition
+        # holds a partial row per group; reads merge them into one.
+        self._merge = None
+        if view_aggregates is not None and not replicated and partition_column is None:
+            groups = len(table.column_names) - len(view_aggregates)
+            self._merge = (groups, tuple(function for function, _ in view_aggregates))
 
     # -- where a statement goes -------------------------------------------
 
@@ -105,6 +115,9 @@ class FanoutTable:
     def __len__(self):
         if self.replicated:
             return self._read("len", [])
+        if self._merge is not None:
+            return len(self._merged([r for part in self._cluster.broadcast(self.name, "scan", [])
+                                     for r in part]))
         return sum(self._cluster.broadcast(self.name, "len", []))
 
     def get(self, key):
@@ -113,10 +126,34 @@ class FanoutTable:
         owner = self._owner_of_key(self.primary_key, key)
         if owner is not None:
             return self._row(self._cluster.fragment(owner, self.name, "get", [key]))
-        for found in self._cluster.broadcast(self.name, "get", [key]):
-            if found is not None:
-                return self._row(found)
-        return None
+        found = [r for r in self._cluster.broadcast(self.name, "get", [key]) if r is not None]
+        if self._merge is not None:
+            found = self._merged(found)
+        return self._row(found[0]) if found else None
+
+    def _merged(self, rows):
+        """Partial view rows from several partitions -> one row per group."""
+        groups, functions = self._merge
+        merged: dict = {}
+        for row in rows:
+            key = tuple(row[:groups])
+            into = merged.get(key)
+            if into is None:
+                merged[key] = list(row)
+                continue
+            for i, function in enumerate(functions, start=groups):
+                a, b = into[i], row[i]
+                if b is None:
+                    continue
+                if a is None:
+                    into[i] = b
+                elif function in ("COUNT", "SUM"):
+                    into[i] = a + b
+                elif function == "MIN":
+                    into[i] = min(a, b)
+                else:
+                    into[i] = max(a, b)
+        return list(merged.values())
 
     def _insert(self, op, values, named):
         if self.replicated:
@@ -168,6 +205,8 @@ class FanoutTable:
         rows = []
         for part in self._cluster.broadcast(self.name, "scan", []):
             rows.extend(part)
+        if self._merge is not None:
+            rows = self._merged(rows)
         return iter(self._rows(rows))
 
     def column_array(self, name):
@@ -204,29 +243,42 @@ class FanoutIndex:
         return cluster.broadcast(table.name, op, args)
 
     def __len__(self):
+        if self.table._merge is not None:
+            return len(self.range())
         return sum(self._ask("index_len", None, [self.name]))
 
     def get(self, key):
-        for found in self._ask("index_get", key, [self.name, key]):
-            if found is not None:
-                return self.table._row(found)
-        return None
+        found = [r for r in self._ask("index_get", key, [self.name, key]) if r is not None]
+        if self.table._merge is not None:
+            found = self.table._merged(found)
+        return self.table._row(found[0]) if found else None
 
     def find(self, key):
         rows = []
         for part in self._ask("index_find", key, [self.name, key]):
             rows.extend(part)
+        if self.table._merge is not None:
+            rows = self.table._merged(rows)
         return self.table._rows(rows)
 
     def range(self, low=None, high=None, **options):
-        parts = self._ask("index_range", None, [self.name, low, high, options])
-        rows = self.table._rows([r for part in parts for r in part])
+        table = self.table
+        merge = table._merge is not None
+        limit = options.get("limit")
+        asked = dict(options)
+        if merge:
+            # a partition's first N partial groups are not the first N merged ones
+            asked.pop("limit", None)
+        parts = self._ask("index_range", None, [self.name, low, high, asked])
+        rows = [r for part in parts for r in part]
+        if merge:
+            rows = table._merged(rows)
+        rows = table._rows(rows)
         if len(parts) > 1:
-            names = self.table.column_names
+            names = table.column_names
             positions = [names.index(c) for c in self.columns]
             rows.sort(key=lambda r: _Sorter([r[p] for p in positions]),
                       reverse=bool(options.get("reverse")))
-            limit = options.get("limit")
             if limit is not None:
                 rows = rows[:limit]
         return rows
@@ -254,5 +306,6 @@ def fanout_database(catalog, cluster) -> FanoutDatabase:
             partition_column = None
             if source_column is not None and source_column in view.group_by:
                 partition_column = table.column_names[view.group_by.index(source_column)]
-        tables[name] = FanoutTable(cluster, table, partition_column, replicated)
+        aggregates = None if name in catalog.tables else catalog.views[name].aggregates
+        tables[name] = FanoutTable(cluster, table, partition_column, replicated, aggregates)
     return FanoutDatabase(**tables)
