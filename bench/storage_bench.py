@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model, git_revision, load_average
 
 REPO = Path(__file__).resolve().parent.parent
 try:
@@ -549,29 +550,11 @@ def bench_memory(args, results):
 # ---------------------------------------------------------------- report
 
 def machine_info():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model, git, load = cpu_model(), git_revision(), load_average()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    try:
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip() or "no commits"
-    except OSError:
-        git = "unknown"
-    try:
-        with open("/proc/loadavg") as f:
-            load = " ".join(f.read().split()[:3])
-    except OSError:
-        load = "unknown"
     return [
         ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("cpu", f"{model}, {os.cpu_count()} cores ({usable} usable)"),

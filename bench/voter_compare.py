@@ -61,6 +61,7 @@ from flowstate.procedures.voter.phonecalls import PhoneCallGenerator
 from flowstate.procedures.voter.voter import AREA_CODES, DEFAULT_CONTESTANTS
 from flowstate.voterbench import cpu_seconds, latency_summary, process_tree
 from flowstate.voterbench import run as run_flowstate
+from machine import cpu_model, git_revision, load_average
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -492,28 +493,7 @@ def _positive_int(text: str) -> int:
 
 
 def machine_info() -> list[tuple[str, str]]:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip() or "no commits"
-        if subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                           "--untracked-files=no"], capture_output=True, text=True).stdout.strip():
-            git += " + uncommitted changes"
-    except OSError:
-        git = "unknown"
-    try:
-        with open("/proc/loadavg") as f:
-            load = " ".join(f.read().split()[:3])
-    except OSError:
-        load = "unknown"
+    model, git, load = cpu_model(), git_revision(mark_uncommitted=True), load_average()
     versions = [f"CPython {platform.python_version()}"]
     try:
         import uvloop

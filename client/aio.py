@@ -30,12 +30,21 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, FlowstateEr
                               ProtocolError, UnavailableError)
 from flowstate.protocol import ERROR, HELLO, RESPONSE, FrameReader
 
-from flowstate.client.common import (DEFAULT_SERVER, Cluster, Response, call_frame, error_for,
-                                     hello_frame, parse_servers)
+from flowstate.client.common import (DEFAULT_SERVER, Cluster, ClusterConnections, Response,
+                                     call_frame, error_for, hello_frame, parse_servers)
 
 __all__ = ["AsyncClient"]
 
 _perf = time.perf_counter
+
+
+def _fail(waiter, error: FlowstateError) -> None:
+    """Hand ``error`` to a call's future or callback."""
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            waiter.set_exception(error)
+    else:
+        waiter(None, error)
 
 
 class _Connection(asyncio.Protocol):
@@ -91,12 +100,7 @@ class _Connection(asyncio.Protocol):
                     else:
                         waiter(response, None)
                 else:
-                    error = error_for(status, message[4])
-                    if isinstance(waiter, asyncio.Future):
-                        if not waiter.done():
-                            waiter.set_exception(error)
-                    else:
-                        waiter(None, error)
+                    _fail(waiter, error_for(status, message[4]))
             elif kind == HELLO:
                 if self.welcome is not None and not self.welcome.done():
                     self.welcome.set_result(message)
@@ -122,12 +126,7 @@ class _Connection(asyncio.Protocol):
     def _fail_all(self, error: FlowstateError) -> None:
         pending, self.pending = self.pending, {}
         for entry in pending.values():
-            waiter = entry[0]
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_exception(error)
-            else:
-                waiter(None, error)
+            _fail(entry[0], error)
         if self.welcome is not None and not self.welcome.done():
             self.welcome.set_exception(error)
         for w in self.slot_waiters:
@@ -140,16 +139,11 @@ class _Connection(asyncio.Protocol):
                    if entry[2] is not None and entry[2] <= now]
         for rid in expired:
             entry = self.pending.pop(rid)
-            error = CallTimeoutError(f"no answer within {entry[3]:g} s; the call's outcome is unknown")
-            waiter = entry[0]
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_exception(error)
-            else:
-                waiter(None, error)
+            _fail(entry[0], CallTimeoutError(
+                f"no answer within {entry[3]:g} s; the call's outcome is unknown"))
 
 
-class AsyncClient:
+class AsyncClient(ClusterConnections):
     """An asyncio connection to a Flowstate server (see the module doc)."""
 
     def __init__(self, servers=DEFAULT_SERVER, *, name: str = "flowstate-python",
@@ -181,14 +175,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-    @property
-    def topology(self):
-        return self.cluster.topology if self.cluster else None
-
-    @property
-    def connected(self) -> bool:
-        return self.main is not None and not self.main.closed
 
     async def connect(self) -> None:
         """Connect (or reconnect) and learn the topology."""

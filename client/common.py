@@ -18,7 +18,7 @@ from flowstate.errors import (FlowstateError, ParameterError, ProtocolError,
 from flowstate.protocol import (CALL, HELLO, PROTOCOL_VERSION, frame, parse_address)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 
-__all__ = ["Response", "Cluster", "parse_servers", "call_frame", "hello_frame", "error_for",
+__all__ = ["Response", "Cluster", "ClusterConnections", "parse_servers", "call_frame", "hello_frame", "error_for",
            "DEFAULT_SERVER"]
 
 DEFAULT_SERVER = "localhost:21212"
@@ -77,6 +77,23 @@ def call_frame(request_id: int, procedure: str, params, timeout, idempotency_key
         raise ParameterError(f"{procedure}: the call is {len(data) - 4} bytes, over the "
                              f"server's frame limit of {max_frame_bytes} bytes")
     return data
+
+
+class ClusterConnections:
+    """What both drivers expose about their connections."""
+
+    cluster: "Cluster | None" = None
+    main = None          # the connection to the address given (calls go here
+    direct: list = []    # unless affinity picks a partition's connection)
+
+    @property
+    def topology(self):
+        """The routing.Topology learnt at connect, or None."""
+        return self.cluster.topology if self.cluster else None
+
+    @property
+    def connected(self) -> bool:
+        return self.main is not None and not self.main.closed
 
 
 class Cluster:

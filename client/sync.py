@@ -24,8 +24,8 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, ProtocolErr
                               UnavailableError)
 from flowstate.protocol import ERROR, HELLO, RESPONSE, FrameReader
 
-from flowstate.client.common import (DEFAULT_SERVER, Cluster, Response, call_frame, error_for,
-                                     hello_frame, parse_servers)
+from flowstate.client.common import (DEFAULT_SERVER, Cluster, ClusterConnections, Response,
+                                     call_frame, error_for, hello_frame, parse_servers)
 
 __all__ = ["Client"]
 
@@ -133,7 +133,7 @@ class _Connection:
                 pass
 
 
-class Client:
+class Client(ClusterConnections):
     """A blocking connection to a Flowstate server (see the module doc)."""
 
     def __init__(self, servers=DEFAULT_SERVER, *, name: str = "flowstate-python",
@@ -158,14 +158,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    @property
-    def topology(self):
-        return self.cluster.topology if self.cluster else None
-
-    @property
-    def connected(self) -> bool:
-        return self.main is not None and not self.main.closed
 
     def connect(self) -> None:
         """Connect (or reconnect) and learn the topology."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import queue
 import socket
@@ -40,14 +39,14 @@ import time
 from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, FlowstateError,
                               MalformedMessageError, OverloadedError, ProcedureError,
                               UnavailableError, error_class_for_code)
-from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY,
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT,
                                 RESPONSE, STATS, FrameReader, frame, options_error)
 from flowstate.routing import Topology
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
 from flowstate.server.fanout import fanout_database
-from flowstate.server.network import (Connection, Node, error_frame, internal_error,
-                                      response_frame, setup_logging)
+from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
+                                      response_frame)
 from flowstate.server.partition import Bound
 
 log = logging.getLogger("flowstate")
@@ -377,14 +376,7 @@ class CoordinatorNode(Node):
 
 
 def main(argv=None) -> int:
-    config = json.loads((argv or sys.argv)[1])
-    setup_logging("coordinator", config.get("log_level", "INFO"))
-    try:
-        node = CoordinatorNode(config)
-    except FlowstateError as e:
-        log.error("cannot load the application: %s", e)
-        return 3
-    return node.run()
+    return node_main(CoordinatorNode, lambda config: "coordinator", argv)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import socket
 import sys
 import time
 
-from flowstate import protocol
 from flowstate.errors import (FlowstateError, FrameTooLargeError, InternalError,
                               MalformedMessageError, OverloadedError, UnavailableError,
                               UnknownMessageKindError, ProtocolVersionError)
@@ -514,3 +513,17 @@ class Node:
 def internal_error(where: str, e: BaseException) -> InternalError:
     log.exception("internal error in %s", where)
     return InternalError(f"internal error in {where}: {type(e).__name__}: {e}")
+
+
+def node_main(node_class, role_of, argv=None) -> int:
+    """The entry point of a server process: ``argv[1]`` is its JSON
+    configuration (from the supervisor); ``role_of(config)`` names it in logs."""
+    import json
+    config = json.loads((argv or sys.argv)[1])
+    setup_logging(role_of(config), config.get("log_level", "INFO"))
+    try:
+        node = node_class(config)
+    except FlowstateError as e:
+        log.error("cannot load the application: %s", e)
+        return 3
+    return node.run()

@@ -19,7 +19,6 @@ value under the topology (or the cluster has one partition).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -30,8 +29,8 @@ from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPL
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
-from flowstate.server.network import (Connection, Node, error_frame, internal_error,
-                                      response_frame, setup_logging)
+from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
+                                      response_frame)
 from flowstate.server.partition import Partition
 
 log = logging.getLogger("flowstate")
@@ -228,14 +227,7 @@ def _unsendable(name: str, e: Exception) -> InternalError:
 
 
 def main(argv=None) -> int:
-    config = json.loads((argv or sys.argv)[1])
-    setup_logging(f"partition-{config['partition']}", config.get("log_level", "INFO"))
-    try:
-        node = PartitionNode(config)
-    except FlowstateError as e:
-        log.error("cannot load the application: %s", e)
-        return 3
-    return node.run()
+    return node_main(PartitionNode, lambda config: f"partition-{config['partition']}", argv)
 
 
 if __name__ == "__main__":
