@@ -175,8 +175,10 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
         for name, module, config, sock in specs:
             read_fd, write_fd = os.pipe()
             config = {**config, "listen_fd": sock.fileno(), "ready_fd": write_fd}
+            # -P: the working directory stays off sys.path, so a source
+            # checkout there cannot shadow the installed package.
             process = subprocess.Popen(
-                [sys.executable, "-m", module, json.dumps(config)],
+                [sys.executable, "-P", "-m", module, json.dumps(config)],
                 pass_fds=(sock.fileno(), write_fd), start_new_session=True,
                 preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
             os.close(write_fd)
