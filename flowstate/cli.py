@@ -74,7 +74,9 @@ def _serve(args) -> int:
     limits = {"max_frame_bytes": args.max_frame_bytes, "max_connections": args.max_connections,
               "max_inflight": args.max_inflight, "max_params": args.max_params}
     return serve(app_path=args.app, partitions=args.partitions, host=args.host, port=args.port,
-                 data_dir=args.data, limits=limits, log_level=args.log_level)
+                 data_dir=args.data, limits=limits, log_level=args.log_level,
+                 durability=args.durability, fsync_interval_ms=args.fsync_interval_ms,
+                 segment_bytes=args.log_segment_mb << 20)
 
 
 def _positive(text: str) -> int:
@@ -114,6 +116,17 @@ def _add_serve(sub) -> None:
                        help="client port; 0 picks free ports (default: %(default)s)")
     serve.add_argument("--data", metavar="DIR", default=None,
                        help="data directory (default: ./flowstate-data)")
+    serve.add_argument("--durability", choices=["sync", "async", "off"], default="sync",
+                       help="sync: answer a call only once its command-log record is on disk "
+                            "(group commit); async: fsync the log every --fsync-interval-ms "
+                            "(a crash loses at most that window); off: memory only "
+                            "(default: %(default)s)")
+    serve.add_argument("--fsync-interval-ms", type=float, default=10.0, metavar="MS",
+                       help="with --durability async: how often the log is fsynced "
+                            "(default: %(default)s)")
+    serve.add_argument("--log-segment-mb", type=_positive, default=64, metavar="MB",
+                       help="size of the command log's preallocated segment files "
+                            "(default: %(default)s)")
     serve.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES,
                        metavar="N", help="largest frame accepted (default: %(default)s)")
     serve.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,

@@ -100,6 +100,10 @@ MP_END = 12          # [12, seq, commit: bool]
 STATS = 13           # [13, seq]
 REPLY = 19           # [19, seq, status, result, error_message]
 
+#: A multi-partition transaction id is (global sequence << MP_TAG_BITS) | the
+#: all-ones tag, so it never equals a partition's own transaction ids.
+MP_TAG_BITS = 10
+
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 DEFAULT_MAX_PARAMS = 1024
 DEFAULT_MAX_INFLIGHT = 10_000       # calls in flight per connection

@@ -39,7 +39,7 @@ import time
 from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, FlowstateError,
                               MalformedMessageError, OverloadedError, ProcedureError,
                               UnavailableError, error_class_for_code)
-from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT,
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, pack,
                                 RESPONSE, STATS, FrameReader, frame, options_error)
 from flowstate.routing import Topology
 from flowstate.server import sysprocs
@@ -47,28 +47,30 @@ from flowstate.server.application import load_application
 from flowstate.server.fanout import fanout_database
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.partition import Bound
+from flowstate.server.commandlog import DECISION as LOG_DECISION
+from flowstate.server.commandlog import CommandLog
+from flowstate.server.partition import WRITE_OPS, Bound
+from flowstate.server.recovery import COORDINATOR_OWNER, log_directory, recover_coordinator
 
 log = logging.getLogger("flowstate")
 
 __all__ = ["CoordinatorNode", "PartitionChannels", "main"]
 
-#: Multi-partition transaction ids carry this in their low bits, so they
-#: never equal a partition's own ids.
-_MP_TAG_BITS = 10
 
 
 class PartitionChannels:
     """The worker's blocking connections to every partition, and the
     ``fragment``/``broadcast`` calls FanoutTables make through them."""
 
-    def __init__(self, paths: list[str], topology: Topology, timeout: float):
+    def __init__(self, paths: list[str], topology: Topology, timeout: float, decide=None):
         self.paths = paths
+        self.decide = decide            # txn id -> committed? (for in-doubt partitions)
         self.topology = topology
         self.timeout = timeout
         self.sockets: list[socket.socket | None] = [None] * len(paths)
         self.readers = [FrameReader(1 << 30) for _ in paths]
         self.seq = itertools.count(1)
+        self.writes: dict[int, list] = {}      # this transaction's writes, by partition
         self.fragments = 0
 
     def _socket(self, partition: int) -> socket.socket:
@@ -88,6 +90,16 @@ class PartitionChannels:
                     time.sleep(0.05)
             self.sockets[partition] = sock
             self.readers[partition] = FrameReader(1 << 30)
+            # A partition whose channel dropped inside a transaction waits,
+            # held, for its outcome: tell it before anything else.
+            self._send(partition, [STATS, next(self.seq)])
+            in_doubt = self._receive(partition).get("in_doubt")
+            if in_doubt is not None:
+                commit = bool(self.decide and self.decide(in_doubt))
+                log.warning("partition %d was in doubt about transaction %d: %s", partition,
+                            in_doubt, "committed" if commit else "aborted")
+                self._send(partition, [MP_END, next(self.seq), commit])
+                self._receive(partition)
         return sock
 
     def reset(self) -> None:
@@ -128,13 +140,15 @@ class PartitionChannels:
         self._send(partition, message)
         return self._receive(partition)
 
-    def request_all(self, message: list) -> list:
+    def request_all(self, message: list, succeeded: list | None = None) -> list:
         for partition in range(len(self.paths)):
             self._send(partition, message)
         results, first_error = [], None
         for partition in range(len(self.paths)):
             try:
                 results.append(self._receive(partition))
+                if succeeded is not None:
+                    succeeded.append(partition)
             except FlowstateError as e:
                 results.append(None)
                 first_error = first_error or e
@@ -146,13 +160,26 @@ class PartitionChannels:
 
     # -- what FanoutTables call ------------------------------------------------
 
+    def begin(self, txn_id: int, timestamp_us: int) -> None:
+        """Open a transaction on every partition; start collecting its writes."""
+        self.writes = {}
+        self.request_all([MP_BEGIN, next(self.seq), txn_id, timestamp_us])
+
     def fragment(self, partition: int, table: str, op: str, args: list):
         self.fragments += 1
-        return self.request(partition, [MP_FRAGMENT, next(self.seq), table, op, args])
+        result = self.request(partition, [MP_FRAGMENT, next(self.seq), table, op, args])
+        if op in WRITE_OPS:
+            self.writes.setdefault(partition, []).append([table, op, args])
+        return result
 
     def broadcast(self, table: str, op: str, args: list) -> list:
         self.fragments += len(self.paths)
-        return self.request_all([MP_FRAGMENT, next(self.seq), table, op, args])
+        succeeded = [] if op in WRITE_OPS else None
+        try:
+            return self.request_all([MP_FRAGMENT, next(self.seq), table, op, args], succeeded)
+        finally:
+            for partition in succeeded or ():      # a failed statement left no trace there
+                self.writes.setdefault(partition, []).append([table, op, args])
 
 
 class CoordinatorNode(Node):
@@ -162,8 +189,9 @@ class CoordinatorNode(Node):
         super().__init__(config)
         self.app = load_application(config["app"])
         self.topology = Topology(config["partitions"], config.get("bucket_map"))
-        self.channels = PartitionChannels(config["unix_paths"], self.topology,
-                                          self.limits["fragment_timeout_seconds"])
+        self.channels = PartitionChannels(config["channel_paths"], self.topology,
+                                          self.limits["fragment_timeout_seconds"],
+                                          decide=self._decided)
         self.db = fanout_database(self.app.catalog, self.channels)
         self.procedures: dict[str, Bound] = {}
         for name, cls in self.app.procedures.items():
@@ -178,14 +206,36 @@ class CoordinatorNode(Node):
         self.mp_calls = 0
         self.mp_aborts = 0
         self.forwarded = 0
-        self.last_txn_id = 0
+        self.mp_seq = 0                    # the last multi-partition transaction's number
+        self.mp_seq_known = False
+        self.committed: set[int] = set()     # mp_seq of committed transactions (recent)
+        self.durability = config.get("durability", "off")
+        self.command_log: CommandLog | None = None
         self.last_timestamp_us = 0
         self.outcomes: collections.OrderedDict = collections.OrderedDict()
         self.running_mp = 0
 
     async def start(self) -> None:
+        if self.durability != "off":
+            data_dir = self.config["data_dir"]
+            recovered = recover_coordinator(data_dir)
+            self.outcomes.update(recovered["outcomes"])
+            self.mp_seq = recovered["last_mp_seq"]
+            self.committed.update(recovered["committed"])
+            self.command_log = CommandLog(log_directory(data_dir, COORDINATOR_OWNER),
+                                          COORDINATOR_OWNER, self.durability,
+                                          self.config.get("fsync_interval_ms", 10.0),
+                                          self.config.get("segment_bytes", 64 << 20))
+            self.command_log.open(self.loop, recovered["tail"], recovered["torn"])
+            if self.durability == "async":
+                self.loop.call_later(self.command_log.fsync_interval, self._sync_log)
         self.worker = threading.Thread(target=self._work, name="multi-partition", daemon=True)
         self.worker.start()
+
+    def _sync_log(self) -> None:
+        """Async durability: fsync the decisions written since the last tick."""
+        self.loop.run_in_executor(None, self.command_log.sync_now)
+        self.loop.call_later(self.command_log.fsync_interval, self._sync_log)
 
     def busy(self) -> bool:
         return super().busy() or self.running_mp > 0 or not self.queue.empty()
@@ -325,19 +375,27 @@ class CoordinatorNode(Node):
         if key is not None and key in self.outcomes:
             return frame([RESPONSE, request_id, *self.outcomes[key]])
         channels = self.channels
-        self.mp_calls += 1
-        txn = self.last_txn_id = self.last_txn_id + 1
-        txn_id = (txn << _MP_TAG_BITS) | ((1 << _MP_TAG_BITS) - 1)
-        now = max(time.time_ns() // 1000, self.last_timestamp_us + 1)
-        self.last_timestamp_us = now
-        proc = bound.instance
-        proc.txn_id, proc.timestamp_us, proc._random = txn_id, now, None
         try:
-            channels.request_all([MP_BEGIN, next(channels.seq), txn_id, now])
+            if self.mp_seq_known is False:
+                # a partition may have logged later transactions than this log holds
+                # (async durability): continue after the highest
+                for stats in channels.request_all([STATS, next(channels.seq)]):
+                    self.mp_seq = max(self.mp_seq, stats.get("last_mp_seq") or 0)
+                self.mp_seq_known = True
+            self.mp_calls += 1
+            mp_seq = self.mp_seq + 1
+            txn_id = (mp_seq << MP_TAG_BITS) | ((1 << MP_TAG_BITS) - 1)
+            now = max(time.time_ns() // 1000, self.last_timestamp_us + 1)
+            self.last_timestamp_us = now
+            proc = bound.instance
+            proc.txn_id, proc.timestamp_us, proc._random = txn_id, now, None
+            channels.begin(txn_id, now)
+            self.mp_seq = mp_seq
         except FlowstateError as e:
             channels.reset()
             return error_frame(request_id, e if isinstance(e, UnavailableError) else
                                UnavailableError(f"could not start {bound.name}: {e.message}"))
+        outcome = None
         try:
             result = bound.run(*params)
             data = response_frame(request_id, result)
@@ -347,18 +405,21 @@ class CoordinatorNode(Node):
             error = ProcedureError(f"{bound.name} failed: {type(e).__name__}: {e}")
             outcome = (error.code, None, error.message)
         else:
-            try:
-                channels.request_all([MP_END, next(channels.seq), True])
-            except FlowstateError as e:
-                channels.reset()
-                log.error("%s: commit failed at a partition: %s", bound.name, e.message)
-                return error_frame(request_id, ConnectionLostError(
-                    f"{bound.name}: a partition failed during commit ({e.message}); "
-                    f"the outcome is unknown"))
-            if key is not None:
-                self._remember(key, (0, result, None))
-            return data
+            if self.command_log is not None and (channels.writes or key is not None):
+                try:
+                    self.command_log.write_now(pack([LOG_DECISION, mp_seq, txn_id, now,
+                                                     channels.writes, key, 0, result]))
+                except OSError as e:
+                    error = UnavailableError(f"{bound.name} was not committed: the command "
+                                             f"log cannot be written ({e})")
+                    outcome = (error.code, None, error.message)
+                    key = None                      # not an outcome to remember
+            else:
+                error = None
+            if self.command_log is None or outcome is None:
+                return self._commit(request_id, bound, key, result, data)
         self.mp_aborts += 1
+
         try:
             channels.request_all([MP_END, next(channels.seq), False])
         except FlowstateError as e:
@@ -366,8 +427,37 @@ class CoordinatorNode(Node):
             log.error("%s: rollback failed at a partition: %s", bound.name, e.message)
         if isinstance(outcome[0], int) and outcome[0] // 100 == AbortedError.code // 100 \
                 and key is not None:
+            if self.command_log is not None:
+                try:
+                    self.command_log.write_now(pack([LOG_DECISION, mp_seq, txn_id, now, {}, key,
+                                                     outcome[0], outcome[2]]))
+                except OSError:
+                    pass                    # an abort changed nothing; only the key is lost
             self._remember(key, outcome)
         return frame([RESPONSE, request_id, *outcome])
+
+    def _commit(self, request_id, bound, key, result, data) -> bytes:
+        self.committed.add(self.mp_seq)
+        if len(self.committed) > 10_000:
+            self.committed.discard(min(self.committed))
+        try:
+            self.channels.request_all([MP_END, next(self.channels.seq), True])
+        except FlowstateError as e:
+            self.channels.reset()
+            log.error("%s: commit failed at a partition: %s", bound.name, e.message)
+            if self.command_log is None:
+                return error_frame(request_id, ConnectionLostError(
+                    f"{bound.name}: a partition failed during commit ({e.message}); "
+                    f"the outcome is unknown"))
+            # the decision is logged: that partition applies it when it recovers
+        if key is not None:
+            self._remember(key, (0, result, None))
+        return data
+
+    def _decided(self, txn_id: int) -> bool:
+        """Whether multi-partition transaction ``txn_id`` committed (its
+        decision is logged, or, without a log, its commit was sent)."""
+        return (txn_id >> MP_TAG_BITS) in self.committed
 
     def _remember(self, key, outcome) -> None:
         self.outcomes[key] = outcome

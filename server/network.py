@@ -77,11 +77,12 @@ class Connection(asyncio.Protocol):
     """One accepted connection: a client's (TCP) or another process's (Unix)."""
 
     __slots__ = ("node", "transport", "reader", "internal", "out", "held", "inflight",
-                 "write_paused", "closed", "peer", "greeted")
+                 "write_paused", "closed", "peer", "greeted", "channel")
 
-    def __init__(self, node: Node, internal: bool):
+    def __init__(self, node: Node, internal: bool, channel: bool = False):
         self.node = node
-        self.internal = internal
+        self.internal = internal or channel
+        self.channel = channel            # the coordinator's transaction channel: never held
         self.transport = None
         # the frame limit is for clients: a forwarded call is re-encoded with
         # the link's sequence number as its id, so it may be a few bytes
@@ -111,7 +112,7 @@ class Connection(asyncio.Protocol):
         node.connections.add(self)
         if not self.internal:
             node.client_count += 1
-        if node.holding and self is not node.hold_owner:
+        if node.holding and not self.channel:
             self.hold()
 
     def connection_lost(self, exc):
@@ -152,15 +153,13 @@ class Connection(asyncio.Protocol):
             self.held.extend(messages)
             return
         node = self.node
-        if node.holding and self is not node.hold_owner:
+        if node.holding and not self.channel:
             self.hold()
             self.held.extend(messages)
             return
         node.handle(self, messages)
         if self.out and not self.closed:
-            out = self.out
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+            node.answer(self)
 
     def abort(self, reason: str) -> None:
         """Answer a broken stream with an ERROR and close it."""
@@ -196,8 +195,7 @@ class Connection(asyncio.Protocol):
         if held:
             self.node.handle(self, held)
             if self.out:
-                self.transport.write(b"".join(self.out))
-                self.out.clear()
+                self.node.answer(self)
         if not self.write_paused and self.held is None:
             self.transport.resume_reading()
 
@@ -408,6 +406,13 @@ class Node:
         else:
             conn.out.append(error_frame(request_id, error))
 
+    def answer(self, conn: Connection) -> None:
+        """Write the answers ``handle`` left in ``conn.out`` (a partition
+        in sync durability holds them until the log is on disk)."""
+        out = conn.out
+        conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
     @staticmethod
     def server_version() -> str:
         from flowstate import __version__
@@ -435,7 +440,7 @@ class Node:
         self.holding = True
         self.hold_owner = owner
         for conn in self.connections:
-            if conn is not owner:
+            if not conn.channel:
                 conn.hold()
 
     def release_others(self) -> None:
@@ -472,6 +477,12 @@ class Node:
             os.unlink(path)
         self.servers.append(await self.loop.create_unix_server(
             lambda: Connection(self, internal=True), path, backlog=1024))
+        channel_path = self.config.get("channel_path")
+        if channel_path:
+            if os.path.exists(channel_path):
+                os.unlink(channel_path)
+            self.servers.append(await self.loop.create_unix_server(
+                lambda: Connection(self, internal=True, channel=True), channel_path))
         ready_fd = self.config.get("ready_fd")
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
@@ -503,10 +514,11 @@ class Node:
             if link.transport is not None:
                 link.transport.close()
         await asyncio.sleep(0)
-        try:
-            os.unlink(self.config["unix_path"])
-        except OSError:
-            pass
+        for key in ("unix_path", "channel_path"):
+            try:
+                os.unlink(self.config[key])
+            except (KeyError, OSError):
+                pass
         log.info("stopped")
 
 

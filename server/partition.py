@@ -36,16 +36,21 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import time
 import types
 
+import crc32c
+
 from flowstate.errors import (FlowstateError, ParameterError, ProcedureError, ProtocolError,
-                              UnknownProcedureError)
+                              UnavailableError, UnknownProcedureError)
 from flowstate.native.storage import Store
+from flowstate.protocol import pack
 from flowstate.server.application import Application, load_application, run_parameters
 from flowstate.types import ColumnType
 
-__all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS"]
+__all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS", "WRITE_OPS",
+           "result_digest"]
 
 _INTEGER_TYPES = (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER, ColumnType.BIGINT)
 
@@ -157,6 +162,18 @@ class LatencyHistogram:
                 "counts": self.counts[:last + 1]}
 
 
+def result_digest(result) -> int:
+    """CRC32C of a result's wire encoding: logged, and compared on replay."""
+    return crc32c.crc32c(pack(result))
+
+
+def log_fault(message: str) -> None:
+    logging.getLogger("flowstate").error("determinism fault: %s", message)
+
+
+#: Fragments that change rows (logged for recovery).
+WRITE_OPS = frozenset({"insert", "upsert", "update", "delete", "truncate"})
+
 #: Statement fragments the coordinator may send: op -> Table method.
 FRAGMENT_OPS = frozenset({"len", "get", "insert", "upsert", "update", "delete", "truncate",
                           "scan", "column_array", "index_get", "index_find", "index_range",
@@ -190,6 +207,10 @@ class Partition:
             self.procedures.setdefault(name.lower(), bound)
         self.calls = 0
         self.aborts = 0
+        self.wrote = False                  # whether the last run() changed anything
+        self.refuse_writes: str | None = None   # set while the command log cannot be written
+        self.last_mp_seq = 0
+        self.determinism_faults = 0
         self.latency = LatencyHistogram()
         self.outcomes: collections.OrderedDict = collections.OrderedDict()
         self._replicated = [self.store.tables[t.name] for t in app.catalog.tables.values()
@@ -255,9 +276,57 @@ class Partition:
         except BaseException:
             store.rollback()
             raise
+        self.wrote = wrote = store.undo_size != 0
+        if wrote and self.refuse_writes is not None:
+            store.rollback()
+            raise UnavailableError(self.refuse_writes)
         store.commit()
         self.latency.add(time.perf_counter_ns() - started)
         return result
+
+    # -- replay (recovery) ---------------------------------------------------
+
+    def replay_call(self, record) -> bool:
+        """Redo a logged call with its logged transaction id and timestamp;
+        False if it did not give the logged result (a determinism fault)."""
+        _, txn_id, timestamp_us, name, params, key, result_crc = record
+        bound = self.lookup(name)
+        proc = bound.instance
+        proc.txn_id, proc.timestamp_us, proc._random = txn_id, timestamp_us, None
+        self.last_txn_id = max(self.last_txn_id, txn_id)
+        self._last_timestamp_us = max(self._last_timestamp_us, timestamp_us)
+        store = self.store
+        store.begin()
+        try:
+            result = bound.run(*params)
+        except Exception as e:
+            store.rollback()
+            self.determinism_faults += 1
+            log_fault(f"replaying {name} (transaction {txn_id}) raised {type(e).__name__}: {e}; "
+                      f"it committed when it first ran")
+            return False
+        store.commit()
+        self.calls += 1
+        bound.calls += 1
+        if key is not None:
+            self.remember(key, (0, result, None))
+        if result_crc is not None and result_digest(result) != result_crc:
+            self.determinism_faults += 1
+            log_fault(f"replaying {name} (transaction {txn_id}) gave a different result "
+                      f"({result!r:.80}) than when it first ran")
+            return False
+        return True
+
+    def replay_writes(self, txn_id: int, timestamp_us: int, writes) -> None:
+        """Redo a multi-partition transaction's writes here."""
+        self.begin_fragments(txn_id, timestamp_us)
+        try:
+            for table, op, args in writes:
+                self.run_fragment(table, op, args)
+        except Exception:
+            self.end_fragments(False)
+            raise
+        self.end_fragments(True)
 
     # -- idempotency ------------------------------------------------------
 
@@ -338,5 +407,6 @@ class Partition:
         return {"partition": self.partition_id, "calls": self.calls, "aborts": self.aborts,
                 "last_txn_id": self.last_txn_id, "tables": tables, "procedures": procedures,
                 "latency": self.latency.to_wire(),
-                "idempotency_keys": len(self.outcomes)}
+                "idempotency_keys": len(self.outcomes),
+                "determinism_faults": self.determinism_faults}
 

@@ -24,14 +24,17 @@ import sys
 
 from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
                               ProtocolError)
-from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, REPLY, RESPONSE,
-                                STATS, frame, options_error)
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, REPLY,
+                                RESPONSE, STATS, frame, options_error, pack)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.partition import Partition
+from flowstate.server.commandlog import CALL as LOG_CALL, MP as LOG_MP, OUTCOME as LOG_OUTCOME
+from flowstate.server.commandlog import CommandLog
+from flowstate.server.partition import WRITE_OPS, Partition, result_digest
+from flowstate.server.recovery import log_directory, recover_partition
 
 log = logging.getLogger("flowstate")
 
@@ -51,6 +54,45 @@ class PartitionNode(Node):
         for bound in self.procedures.values():
             bound.max_params = self.limits["max_params"]
         self.mp_connection: Connection | None = None
+        self.mp_txn: tuple[int, int] | None = None
+        self.mp_writes: list = []
+        self.in_doubt: int | None = None      # txn id whose outcome the coordinator owes us
+        self.durability = config.get("durability", "off")
+        self.command_log: CommandLog | None = None
+
+    async def start(self) -> None:
+        """Recover from the data folder, then open the command log."""
+        if self.durability == "off":
+            return
+        data_dir = self.config["data_dir"]
+        recovered = recover_partition(self.partition, data_dir)
+        self.command_log = CommandLog(log_directory(data_dir, self.partition_id),
+                                      self.partition_id, self.durability,
+                                      self.config.get("fsync_interval_ms", 10.0),
+                                      self.config.get("segment_bytes", 64 << 20))
+        self.command_log.open(self.loop, recovered["tail"], recovered["torn"])
+        for payload in recovered["append"]:
+            self.command_log.write_now(payload)
+        self.command_log.sync_now()
+
+    def answer(self, conn: Connection) -> None:
+        command_log = self.command_log
+        if command_log is not None and command_log.must_hold:
+            out = conn.out
+            command_log.hold(conn, out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        else:
+            super().answer(conn)
+
+    def busy(self) -> bool:
+        log_busy = self.command_log is not None and (
+            self.command_log.writing or bool(self.command_log.records or self.command_log.held))
+        return super().busy() or log_busy
+
+    async def drain(self) -> None:
+        await super().drain()
+        if self.command_log is not None:
+            self.command_log.close()
 
     # -- clients -------------------------------------------------------------------
 
@@ -58,6 +100,9 @@ class PartitionNode(Node):
         partition = self.partition
         procedures = self.procedures
         out = conn.out
+        command_log = self.command_log
+        if command_log is not None:
+            partition.refuse_writes = command_log.refusal()
         single = self.topology.partitions == 1
         bucket_map = self.topology.bucket_map
         me = self.partition_id
@@ -87,6 +132,8 @@ class PartitionNode(Node):
                 except FlowstateError as e:
                     out.append(error_frame(request_id, e))
                     continue
+                if partition.wrote and command_log is not None:
+                    self.log_call(bound, params, None, result)
                 try:
                     out.append(response_frame(request_id, result))
                 except Exception as e:
@@ -151,10 +198,13 @@ class PartitionNode(Node):
             if earlier is not None:
                 out.append(frame([RESPONSE, request_id, *earlier]))
                 return
+        partition.wrote = False
         try:
             outcome = (0, partition.run(bound, params), None)
         except FlowstateError as e:
             outcome = (e.code, None, e.message)
+        if partition.wrote and self.command_log is not None:
+            self.log_call(bound, params, key, outcome[1])
         try:
             data = frame([RESPONSE, request_id, *outcome])
         except Exception as e:
@@ -163,7 +213,19 @@ class PartitionNode(Node):
             data = frame([RESPONSE, request_id, *outcome])
         if key is not None and (outcome[0] == 0 or outcome[0] // 100 == AbortedError.code // 100):
             partition.remember(key, outcome)
+            if not partition.wrote and self.command_log is not None:
+                self.command_log.append(pack([LOG_OUTCOME, key, *outcome]))
         out.append(data)
+
+    def log_call(self, bound, params, key, result) -> None:
+        """Append a committed call that wrote to the command log."""
+        proc = bound.instance
+        try:
+            digest = result_digest(result)
+        except Exception:
+            digest = None                  # its answer is an error anyway
+        self.command_log.append(pack([LOG_CALL, proc.txn_id, proc.timestamp_us, bound.name,
+                                      params, key, digest]))
 
     def forward_to_coordinator(self, conn: Connection, message: list) -> None:
         self.link("coordinator", self.config["coordinator_unix_path"]).forward(conn, message)
@@ -181,10 +243,14 @@ class PartitionNode(Node):
         try:
             if kind == MP_FRAGMENT:
                 result = self.partition.run_fragment(message[2], message[3], message[4])
+                if message[3] in WRITE_OPS:
+                    self.mp_writes.append(message[2:5])
             elif kind == MP_BEGIN:
-                if self.mp_connection is not None:
+                if self.mp_connection is not None or self.in_doubt is not None:
                     raise ProtocolError("a multi-partition transaction is already open")
                 self.partition.begin_fragments(message[2], message[3])
+                self.mp_txn = (message[2], message[3])
+                self.mp_writes = []
                 self.mp_connection = conn
                 self.hold_others(conn)
                 result = None
@@ -204,14 +270,32 @@ class PartitionNode(Node):
 
     def end_multi_partition(self, commit: bool) -> None:
         self.mp_connection = None
+        self.in_doubt = None
         self.partition.end_fragments(commit)
+        if commit and self.mp_txn is not None:
+            txn_id, timestamp_us = self.mp_txn
+            self.partition.last_mp_seq = txn_id >> MP_TAG_BITS
+            if self.mp_writes and self.command_log is not None:
+                self.command_log.append(pack([LOG_MP, txn_id >> MP_TAG_BITS, txn_id, timestamp_us,
+                                              self.mp_writes]))
+        self.mp_txn = None
+        self.mp_writes = []
         self.release_others()
 
     def connection_closed(self, conn: Connection) -> None:
-        if conn is self.mp_connection:
-            log.warning("the coordinator's connection closed inside a multi-partition "
+        if conn is not self.mp_connection:
+            return
+        self.mp_connection = None
+        if self.command_log is None:
+            log.warning("the coordinator's channel closed inside a multi-partition "
                         "transaction: rolling it back")
             self.end_multi_partition(commit=False)
+        else:
+            # The coordinator may have logged its decision: wait, held, for
+            # it to say (on its next channel) rather than guess.
+            self.in_doubt = self.mp_txn[0] if self.mp_txn else None
+            log.warning("the coordinator's channel closed inside multi-partition transaction "
+                        "%s: holding until the coordinator tells its outcome", self.in_doubt)
 
     def statistics(self) -> dict:
         stats = self.partition.statistics()
@@ -219,6 +303,10 @@ class PartitionNode(Node):
         stats["queue_depth"] = sum(len(c.held or ()) for c in self.connections)
         stats["forwarded_waiting"] = sum(len(link.pending) for link in self.links.values())
         stats["pid"] = __import__("os").getpid()
+        stats["last_mp_seq"] = self.partition.last_mp_seq
+        stats["in_doubt"] = self.in_doubt
+        stats["command_log"] = (None if self.command_log is None
+                                else self.command_log.statistics())
         return stats
 
 

@@ -107,7 +107,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
           port: int = 21212, data_dir: str | None = None, limits: dict | None = None,
-          log_level: str = "INFO", partition_ports: list[int] | None = None) -> int:
+          log_level: str = "INFO", partition_ports: list[int] | None = None,
+          durability: str = "sync", fsync_interval_ms: float = 10.0,
+          segment_bytes: int = 64 << 20) -> int:
     """Run the server until SIGINT/SIGTERM; return the exit status."""
     setup_logging("supervisor", log_level)
     limits = {**DEFAULT_LIMITS, **(limits or {})}
@@ -155,8 +157,11 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
         "bucket_map": topology.bucket_map, "addresses": addresses,
         "coordinator_address": coordinator_address,
         "unix_paths": [os.path.join(run_dir, f"p{i}.sock") for i in range(partitions)],
+        "channel_paths": [os.path.join(run_dir, f"p{i}.mp.sock") for i in range(partitions)],
         "coordinator_unix_path": os.path.join(run_dir, "coordinator.sock"),
         "data_dir": str(data), "limits": limits, "log_level": log_level,
+        "durability": durability, "fsync_interval_ms": fsync_interval_ms,
+        "segment_bytes": segment_bytes,
     }
     stop_requested = []
 
@@ -168,7 +173,8 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
     status = 0
     try:
         specs = [(f"partition {i}", "flowstate.server.partition_node",
-                  {**base, "partition": i, "unix_path": base["unix_paths"][i]}, listeners[i + 1])
+                  {**base, "partition": i, "unix_path": base["unix_paths"][i],
+                   "channel_path": base["channel_paths"][i]}, listeners[i + 1])
                  for i in range(partitions)]
         specs.append(("coordinator", "flowstate.server.coordinator",
                       {**base, "unix_path": base["coordinator_unix_path"]}, listeners[0]))
@@ -188,9 +194,9 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
             sock.close()            # the children hold them now
         status = _wait_ready(children, stop_requested, timeout=60.0)
         if status == 0 and not stop_requested:
-            log.info("ready: application %s on %s:%d with %d partition(s) (ports %s); data in %s",
-                     app.name, host, coordinator_address[1], partitions,
-                     ", ".join(str(a[1]) for a in addresses), data)
+            log.info("ready: application %s on %s:%d with %d partition(s) (ports %s); data in %s, "
+                     "durability %s", app.name, host, coordinator_address[1], partitions,
+                     ", ".join(str(a[1]) for a in addresses), data, durability)
             status = _watch(children, stop_requested)
     finally:
         _stop(children, limits["drain_seconds"] + 3.0)

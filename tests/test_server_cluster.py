@@ -645,7 +645,7 @@ def test_a_killed_supervisor_takes_its_children_along(tmp_path):
     s = ServerProcess(tmp_path, app=BANK, partitions=2)
     try:
         with open(f"/proc/{s.children['coordinator']}/cmdline", "rb") as f:
-            config = json.loads(f.read().split(b"\0")[3])
+            config = json.loads(next(a for a in f.read().split(b"\0") if a.startswith(b"{")))
         run_dir = os.path.dirname(config["unix_path"])
         s.process.kill()
         s.process.wait(60)

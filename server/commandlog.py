@@ -1,0 +1,420 @@
+"""The command log: a partition's (or the coordinator's) append-only record
+of its committed transactions, and reading it back for recovery.
+
+Each partition logs every committed invocation that changed something, in
+execution order; the coordinator logs each multi-partition transaction's
+decision (with every partition's writes) before telling the partitions to
+commit. Recovery replays a partition's log, then the coordinator's
+decisions the partition's log lacks (see server/recovery.py).
+
+Files: ``<data>/log/<owner>/<segment number, 20 digits>.fslog``, owner
+``p0``, ``p1``, ... or ``coordinator``; segments numbered from 1.
+
+Segment format, command log format version 1 (integers little-endian):
+
+    header, 32 bytes
+      0   8  magic b"FSCMDLOG"
+      8   4  format version, u32 = 1
+      12  4  owner, i32 (partition id; -1 for the coordinator)
+      16  8  segment number, u64
+      24  4  reserved, 0
+      28  4  CRC32C of bytes 0..27
+    records, from offset 32, back to back
+      0   4  N, u32: payload length (0: no more records -- segments are
+             preallocated with zeros)
+      4   4  CRC32C of the payload, u32
+      8   N  payload: one msgpack array (flowstate.protocol encoding)
+
+A record never spans segments; a new segment starts when the next record
+does not fit (a record larger than a segment gets a segment of its own).
+
+Payloads:
+    [1 CALL, txn_id, timestamp_us, procedure, [params], idempotency_key
+             or nil, result_crc]       a committed single-partition call
+             that wrote; result_crc = CRC32C of its packed result, checked
+             on replay (the determinism guard)
+    [2 MP, mp_seq, txn_id, timestamp_us, [[table, op, args], ...]]
+             a committed multi-partition transaction: this partition's
+             writes (fragments), in order
+    [3 OUTCOME, idempotency_key, status, result, message]
+             the outcome of a keyed call that did not write (an abort, a
+             read): remembered for exactly-once, nothing to redo
+    [4 DECISION, mp_seq, txn_id, timestamp_us, {partition: [[table, op,
+             args], ...]}, idempotency_key or nil, status, result]
+             (coordinator) a multi-partition transaction, committed
+             (status 0) or aborted with a key (status = its error code,
+             result = the message)
+
+Durability modes:
+    sync   an answer leaves only after every record appended before it is
+           fsynced; records gathered while an fsync runs share the next
+           one (group commit)
+    async  answers leave at once; the log is written and fsynced every
+           ``fsync_interval_ms``
+    off    no log
+
+Invariants:
+1. Records reach the disk in append order; an fsync covers a prefix.
+2. In sync mode no answer leaves before the records appended before it
+   are on disk.
+3. A new file or segment is fsynced, and so is its directory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import struct
+from pathlib import Path
+
+import crc32c
+
+from flowstate.errors import InternalError
+
+log = logging.getLogger("flowstate")
+
+__all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
+           "DECISION", "HEADER_BYTES", "frame_record", "segment_paths"]
+
+MODES = ("sync", "async", "off")
+FORMAT_VERSION = 1
+MAGIC = b"FSCMDLOG"
+HEADER_BYTES = 32
+RECORD_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<8sIiQI")
+
+CALL, MP, OUTCOME, DECISION = 1, 2, 3, 4
+
+
+class LogCorruptError(InternalError):
+    """A command log is damaged before its tail: the server will not start
+    on it (a silent skip would lose acknowledged transactions)."""
+
+
+def frame_record(payload: bytes) -> bytes:
+    return RECORD_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """The segments of a log folder, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.suffix == ".fslog" and p.stem.isdigit())
+
+
+def _segment_name(number: int) -> str:
+    return f"{number:020d}.fslog"
+
+
+def _header(owner: int, number: int) -> bytes:
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, owner, number, 0)
+    return head + struct.pack("<I", crc32c.crc32c(head))
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LogReader:
+    """Reads a log folder's records in order, for recovery.
+
+    ``records()`` yields (segment number, offset, payload bytes). A bad
+    record in the last segment followed only by zeros is a torn tail:
+    reading ends there with a warning, and ``tail`` says where appending
+    resumes. Any other damage raises LogCorruptError.
+    """
+
+    def __init__(self, directory: Path, owner: int):
+        self.directory = Path(directory)
+        self.owner = owner
+        self.tail: tuple[int, int] | None = None       # (segment, offset) to append at
+        self.torn: tuple[Path, int, int] | None = None  # (path, offset, garbage end)
+
+    def records(self, start: tuple[int, int] | None = None):
+        paths = segment_paths(self.directory)
+        for index, path in enumerate(paths):
+            number = int(path.stem)
+            if start is not None and number < start[0]:
+                continue
+            last = index == len(paths) - 1
+            with open(path, "rb") as f:
+                data = f.read()
+            self._check_header(path, data, number)
+            offset = HEADER_BYTES
+            if start is not None and number == start[0]:
+                offset = max(offset, start[1])
+            end = len(data)
+            while offset + 8 <= end:
+                size, crc = RECORD_HEADER.unpack_from(data, offset)
+                if size == 0 and crc == 0:
+                    if not _zeros(data, offset, end):
+                        self._damaged(path, offset, last, data, "data after the end marker")
+                    break
+                body_end = offset + 8 + size
+                if body_end > end or crc32c.crc32c(data[offset + 8:body_end]) != crc:
+                    self._damaged(path, offset, last, data, "a record fails its checksum")
+                    break
+                yield number, offset, data[offset + 8:body_end]
+                offset = body_end
+            if last:
+                self.tail = (number, offset if self.torn is None else self.torn[1])
+
+    def _check_header(self, path: Path, data: bytes, number: int) -> None:
+        if len(data) < HEADER_BYTES:
+            raise LogCorruptError(f"{path}: shorter than a segment header ({len(data)} bytes)")
+        magic, version, owner, seg, _ = _HEADER.unpack_from(data, 0)
+        (crc,) = struct.unpack_from("<I", data, 28)
+        if magic != MAGIC or crc != crc32c.crc32c(data[:28]):
+            raise LogCorruptError(f"{path}: not a Flowstate command log segment (bad header)")
+        if version != FORMAT_VERSION:
+            raise LogCorruptError(f"{path}: command log format version {version}; this server "
+                                  f"reads version {FORMAT_VERSION}")
+        if owner != self.owner or seg != number:
+            raise LogCorruptError(f"{path}: the header says owner {owner} segment {seg}, "
+                                  f"expected owner {self.owner} segment {number}")
+
+    def _damaged(self, path: Path, offset: int, last: bool, data: bytes, why: str) -> None:
+        # A write cut short leaves a prefix of the last record followed by
+        # the preallocated zeros; anything else is damage in the middle.
+        end = len(data)
+        size = RECORD_HEADER.unpack_from(data, offset)[0]
+        extent = offset + 8 + size if offset + 8 + size <= end else offset + 8
+        if last and _zeros(data, extent, end):
+            garbage_end = max(len(data[:extent].rstrip(b"\0")), offset + 8)
+            log.warning("%s: torn record at offset %d (%s); recovery ends there and its %d "
+                        "bytes are discarded", path, offset, why, garbage_end - offset)
+            self.torn = (path, offset, garbage_end)
+            return
+        raise LogCorruptError(
+            f"{path}: {why} at offset {offset}, and data follows it: the log is damaged in "
+            f"the middle, not at its tail. Refusing to start, since skipping it would lose "
+            f"or reorder acknowledged transactions. Restore the data folder from a backup, "
+            f"or move this log away to start from the last snapshot alone.")
+
+
+def _zeros(data: bytes, start: int, end: int) -> bool:
+    return data.count(0, start, end) == max(0, end - start)
+
+
+class CommandLog:
+    """Appends records for one owner and makes them durable (see module doc).
+
+    ``append`` and ``hold`` are called from the event loop thread; writes
+    and fsyncs run on one background thread, so the loop keeps executing
+    transactions while the previous group is being fsynced.
+    """
+
+    def __init__(self, directory: Path, owner: int, mode: str = "sync",
+                 fsync_interval_ms: float = 10.0, segment_bytes: int = 64 << 20):
+        if mode not in MODES:
+            raise ValueError(f"durability must be one of {', '.join(MODES)}, got {mode!r}")
+        self.directory = Path(directory)
+        self.owner = owner
+        self.mode = mode
+        self.fsync_interval = fsync_interval_ms / 1000.0
+        self.segment_bytes = segment_bytes
+        self.loop = None
+        self.fd = -1
+        self.segment = 0
+        self.offset = 0
+        self.capacity = 0
+        self.records: list[bytes] = []        # appended, not yet handed to the writer
+        self.held: list = []                  # (connection, bytes) waiting for the disk
+        self.writing = False
+        self.scheduled = False
+        self.failed: BaseException | None = None
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
+        self.appended = 0
+        self.fsyncs = 0
+        self.bytes_written = 0
+
+    # -- opening -------------------------------------------------------------------
+
+    def open(self, loop, tail: tuple[int, int] | None, torn=None) -> None:
+        """Resume appending at ``tail`` (from LogReader) or start a new log."""
+        self.loop = loop
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if tail is None:
+            self._new_segment(1)
+        else:
+            number, offset = tail
+            path = self.directory / _segment_name(number)
+            self.fd = os.open(path, os.O_WRONLY)
+            self.segment = number
+            self.offset = offset
+            self.capacity = max(os.fstat(self.fd).st_size, offset)
+            if torn is not None:
+                _, start, end = torn
+                os.pwrite(self.fd, bytes(end - start), start)   # zero the torn record
+                os.fsync(self.fd)
+        if self.mode == "async":
+            loop.call_later(self.fsync_interval, self._tick)
+
+    def _new_segment(self, number: int, at_least: int = 0) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        path = self.directory / _segment_name(number)
+        size = max(self.segment_bytes, HEADER_BYTES + at_least + 8)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            os.pwrite(fd, _header(self.owner, number), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        _fsync_directory(self.directory)
+        self.fd = fd
+        self.segment = number
+        self.offset = HEADER_BYTES
+        self.capacity = size
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- appending (event loop thread) -----------------------------------------
+
+    def append(self, payload: bytes) -> None:
+        self.records.append(frame_record(payload))
+        self.appended += 1
+        if not self.scheduled and self.mode == "sync":
+            self.scheduled = True
+            self.loop.call_soon(self._start)
+
+    @property
+    def must_hold(self) -> bool:
+        """Whether an answer produced now has to wait for the disk."""
+        return self.mode == "sync" and (self.writing or bool(self.records))
+
+    def hold(self, conn, data: bytes) -> None:
+        self.held.append((conn, data))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._start)
+
+    def _tick(self) -> None:
+        if self.records and not self.writing:
+            self._start()
+        self.loop.call_later(self.fsync_interval, self._tick)
+
+    def _start(self) -> None:
+        self.scheduled = False
+        if self.writing:
+            return
+        if not self.records:
+            self._release(self.held)
+            self.held = []
+            return
+        records, self.records = self.records, []
+        held, self.held = self.held, []
+        self.writing = True
+        future = self.executor.submit(self._write, records)
+        future.add_done_callback(
+            lambda f: self.loop.call_soon_threadsafe(self._written, f, records, held))
+
+    def _written(self, future, records, held) -> None:
+        self.writing = False
+        error = future.exception()
+        if error is not None:
+            if self.failed is None:
+                log.error("the command log cannot be written (%s): holding %d answer(s) and "
+                          "retrying every second; transactions that write are refused", error,
+                          len(held))
+            self.failed = error
+            self.records[:0] = records
+            self.held[:0] = held
+            self.writing = True              # nothing else starts until the retry
+            self.loop.call_later(1.0, self._retry)
+            return
+        if self.failed is not None:
+            log.warning("the command log is writable again")
+            self.failed = None
+        self._release(held)
+        if self.records or self.held:
+            self._start()
+
+    def _retry(self) -> None:
+        self.writing = False
+        self._start()
+
+    @staticmethod
+    def _release(held) -> None:
+        if not held:
+            return
+        by_connection: dict = {}
+        for conn, data in held:
+            by_connection.setdefault(conn, []).append(data)
+        for conn, parts in by_connection.items():
+            if not conn.closed:
+                conn.transport.write(b"".join(parts))
+
+    # -- the writer thread -------------------------------------------------------
+
+    def _write(self, records: list[bytes]) -> None:
+        chunk: list[bytes] = []
+        size = 0
+        for record in records:
+            if self.offset + size + len(record) + 8 > self.capacity:
+                if chunk:
+                    self._pwrite(b"".join(chunk))
+                    chunk, size = [], 0
+                os.fdatasync(self.fd)
+                self._new_segment(self.segment + 1, at_least=len(record))
+            chunk.append(record)
+            size += len(record)
+        if chunk:
+            self._pwrite(b"".join(chunk))
+        if self.mode != "off":
+            os.fdatasync(self.fd)
+            self.fsyncs += 1
+
+    def _pwrite(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, self.offset)
+            self.offset += written
+            self.bytes_written += written
+            view = view[written:]
+
+    # -- synchronous use (the coordinator's worker thread) --------------------
+
+    def write_now(self, payload: bytes) -> None:
+        """Append one record and, unless async, fsync before returning."""
+        record = frame_record(payload)
+        if self.offset + len(record) + 8 > self.capacity:
+            os.fdatasync(self.fd)
+            self._new_segment(self.segment + 1, at_least=len(record))
+        self._pwrite(record)
+        self.appended += 1
+        if self.mode == "sync":
+            os.fdatasync(self.fd)
+            self.fsyncs += 1
+
+    def sync_now(self) -> None:
+        if self.fd >= 0:
+            os.fdatasync(self.fd)
+
+    def refusal(self) -> str | None:
+        """Why writes are refused now (the log cannot be written), or None."""
+        if self.failed is None:
+            return None
+        return (f"the command log cannot be written ({self.failed}); transactions that "
+                f"write are refused until it can, reads still work")
+
+    def statistics(self) -> dict:
+        return {"mode": self.mode, "records": self.appended, "fsyncs": self.fsyncs,
+                "bytes_written": self.bytes_written, "segment": self.segment,
+                "offset": self.offset, "failing": None if self.failed is None else str(self.failed)}
+
+
+
