@@ -66,6 +66,7 @@ import concurrent.futures
 import logging
 import os
 import struct
+import time
 from pathlib import Path
 
 import crc32c
@@ -150,7 +151,11 @@ class LogReader:
             if start is not None and number == start[0]:
                 offset = max(offset, start[1])
             end = len(data)
-            while offset + 8 <= end:
+            while offset < end:
+                if offset + 8 > end:                 # the file ends inside a record header
+                    if not _zeros(data, offset, end):
+                        self._damaged(path, offset, last, data, "a record header is cut short")
+                    break
                 size, crc = RECORD_HEADER.unpack_from(data, offset)
                 if size == 0 and crc == 0:
                     if not _zeros(data, offset, end):
@@ -183,8 +188,10 @@ class LogReader:
         # A write cut short leaves a prefix of the last record followed by
         # the preallocated zeros; anything else is damage in the middle.
         end = len(data)
-        size = RECORD_HEADER.unpack_from(data, offset)[0]
+        size = RECORD_HEADER.unpack_from(data, offset)[0] if offset + 8 <= end else 0
         extent = offset + 8 + size if offset + 8 + size <= end else offset + 8
+        if offset + 8 + size > end and not _holds_a_value(data[offset + 8:]):
+            extent = end        # a file cut inside the record: all it has is part of it
         if last and _zeros(data, extent, end):
             garbage_end = max(len(data[:extent].rstrip(b"\0")), offset + 8)
             log.warning("%s: torn record at offset %d (%s); recovery ends there and its %d "
@@ -200,6 +207,23 @@ class LogReader:
 
 def _zeros(data: bytes, start: int, end: int) -> bool:
     return data.count(0, start, end) == max(0, end - start)
+
+
+def _holds_a_value(data: bytes) -> bool:
+    """Whether ``data`` starts with a whole msgpack value (or is not msgpack).
+    A payload is one msgpack array, so what a record cut by the end of its
+    file leaves is an incomplete one; a whole value there means the length
+    field is wrong and what follows is other records (damage)."""
+    import msgpack
+    unpacker = msgpack.Unpacker(strict_map_key=False, max_buffer_size=2**31 - 1)
+    unpacker.feed(data)
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        return False
+    except Exception:
+        pass
+    return True
 
 
 class CommandLog:
@@ -232,6 +256,7 @@ class CommandLog:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
         self.appended = 0
         self.fsyncs = 0
+        self.fsync_seconds = 0.0
         self.bytes_written = 0
 
     # -- opening -------------------------------------------------------------------
@@ -374,9 +399,10 @@ class CommandLog:
             size += len(record)
         if chunk:
             self._pwrite(b"".join(chunk))
-        if self.mode != "off":
-            os.fdatasync(self.fd)
-            self.fsyncs += 1
+        started = time.perf_counter()
+        os.fdatasync(self.fd)
+        self.fsync_seconds += time.perf_counter() - started
+        self.fsyncs += 1
 
     def _pwrite(self, data: bytes) -> None:
         view = memoryview(data)
@@ -413,6 +439,7 @@ class CommandLog:
 
     def statistics(self) -> dict:
         return {"mode": self.mode, "records": self.appended, "fsyncs": self.fsyncs,
+                "fsync_ms_mean": round(self.fsync_seconds * 1000 / max(self.fsyncs, 1), 3),
                 "bytes_written": self.bytes_written, "segment": self.segment,
                 "offset": self.offset, "failing": None if self.failed is None else str(self.failed)}
 

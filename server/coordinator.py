@@ -49,7 +49,7 @@ from flowstate.server.network import (Connection, Node, error_frame, internal_er
                                       response_frame)
 from flowstate.server.commandlog import DECISION as LOG_DECISION
 from flowstate.server.commandlog import CommandLog
-from flowstate.server.partition import WRITE_OPS, Bound
+from flowstate.server.partition import WRITE_OPS, Bound, cluster_state_hash
 from flowstate.server.recovery import COORDINATOR_OWNER, log_directory, recover_coordinator
 
 log = logging.getLogger("flowstate")
@@ -314,6 +314,12 @@ class CoordinatorNode(Node):
                 from flowstate.errors import ParameterError
                 raise ParameterError(f"{name} takes no parameters, got {len(params)}")
             conn.out.append(response_frame(request_id, sysprocs.system_information(self)))
+        elif name == "@StateHash":
+            if params:
+                from flowstate.errors import ParameterError
+                raise ParameterError(f"{name} takes no parameters, got {len(params)}")
+            conn.inflight += 1
+            self.loop.create_task(self._state_hash(conn, request_id))
         elif name == "@Statistics":
             if params:
                 from flowstate.errors import ParameterError
@@ -344,6 +350,25 @@ class CoordinatorNode(Node):
         except Exception as e:
             error = e if isinstance(e, FlowstateError) else UnavailableError(
                 f"statistics could not be gathered: {type(e).__name__} {e}")
+            conn.send(error_frame(request_id, error))
+        finally:
+            conn.inflight -= 1
+
+    async def _state_hash(self, conn: Connection, request_id: int) -> None:
+        import asyncio
+        try:
+            futures = [self.link(f"partition {i}", path).request([STATS, 0, True])
+                       for i, path in enumerate(self.config["unix_paths"])]
+            answers = await asyncio.wait_for(asyncio.gather(*futures),
+                                             self.limits["fragment_timeout_seconds"])
+            for i, (status, _, error) in enumerate(answers):
+                if status:
+                    raise UnavailableError(f"partition {i}: {error}")
+            conn.send(response_frame(request_id, cluster_state_hash(
+                self.app.catalog, [result["state_hash"] for _, result, _ in answers])))
+        except Exception as e:
+            error = e if isinstance(e, FlowstateError) else UnavailableError(
+                f"the state hash could not be gathered: {type(e).__name__} {e}")
             conn.send(error_frame(request_id, error))
         finally:
             conn.inflight -= 1

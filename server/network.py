@@ -455,6 +455,10 @@ class Node:
     # -- running -----------------------------------------------------------------
 
     def run(self) -> int:
+        # The command log's writer thread needs the GIL for a moment after
+        # each fsync; with the default 5 ms switch interval a busy loop makes
+        # it wait that long, which would be every answer's latency.
+        sys.setswitchinterval(0.0002)
         try:
             import uvloop
             uvloop.install()

@@ -41,6 +41,7 @@ import time
 import types
 
 import crc32c
+import mmh3
 
 from flowstate.errors import (FlowstateError, ParameterError, ProcedureError, ProtocolError,
                               UnavailableError, UnknownProcedureError)
@@ -50,7 +51,7 @@ from flowstate.server.application import Application, load_application, run_para
 from flowstate.types import ColumnType
 
 __all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS", "WRITE_OPS",
-           "result_digest"]
+           "result_digest", "cluster_state_hash"]
 
 _INTEGER_TYPES = (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER, ColumnType.BIGINT)
 
@@ -397,6 +398,18 @@ class Partition:
 
     # -- statistics ---------------------------------------------------------
 
+    def state_hash(self) -> dict:
+        """Each table's row count and an order-independent hash of its rows
+        (the sum of a 64-bit hash of every row's wire encoding, mod 2**64):
+        equal states give equal hashes, whatever the insertion order."""
+        tables = {}
+        for name, table in sorted(self.store.tables.items()):
+            total = 0
+            for row in table.scan():
+                total += mmh3.hash64(pack(tuple(row)), signed=False)[0]
+            tables[name] = {"rows": len(table), "hash": f"{total & 0xFFFFFFFFFFFFFFFF:016x}"}
+        return tables
+
     def statistics(self) -> dict:
         tables = {}
         for name, table in self.store.tables.items():
@@ -410,3 +423,27 @@ class Partition:
                 "idempotency_keys": len(self.outcomes),
                 "determinism_faults": self.determinism_faults}
 
+
+def cluster_state_hash(catalog, per_partition: list[dict]) -> dict:
+    """Combine partitions' ``state_hash()``es: a partitioned table's rows and
+    hashes add up; a replicated table is partition 0's copy (every copy
+    must agree, or its entry says so). ``total`` hashes all tables."""
+    tables = {}
+    for name in per_partition[0]:
+        if name in catalog.tables:
+            replicated = catalog.tables[name].is_replicated
+        else:
+            replicated = catalog.tables[catalog.views[name].source].is_replicated
+        parts = [p[name] for p in per_partition]
+        if replicated:
+            entry = dict(parts[0])
+            if any(p != parts[0] for p in parts):
+                entry["copies_differ"] = True
+        else:
+            entry = {"rows": sum(p["rows"] for p in parts),
+                     "hash": f"{sum(int(p['hash'], 16) for p in parts) & (2**64 - 1):016x}"}
+        tables[name] = entry
+    total = 0
+    for name, entry in sorted(tables.items()):
+        total = (total * 1_000_003 + int(entry["hash"], 16) + entry["rows"]) & (2**64 - 1)
+    return {"tables": tables, "total": f"{total:016x}"}

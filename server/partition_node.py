@@ -257,8 +257,10 @@ class PartitionNode(Node):
             elif kind == MP_END:
                 self.end_multi_partition(commit=bool(message[2]))
                 result = None
-            else:                                   # STATS
+            else:                                   # STATS [13, seq, with state hash?]
                 result = self.statistics()
+                if len(message) > 2 and message[2]:
+                    result["state_hash"] = self.partition.state_hash()
         except FlowstateError as e:
             conn.out.append(frame([REPLY, seq, e.code, None, e.message]))
             return

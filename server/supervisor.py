@@ -45,6 +45,7 @@ from flowstate.protocol import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES
 from flowstate.routing import Topology
 from flowstate.server.application import load_application
 from flowstate.server.network import setup_logging
+from flowstate.server.verify import read_folder_description, write_folder_description
 
 log = logging.getLogger("flowstate")
 
@@ -135,6 +136,15 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
     lock.truncate()
     lock.write(f"{os.getpid()}\n")
     lock.flush()
+
+    description = read_folder_description(data)
+    if description is not None and description.get("partitions") != partitions:
+        log.error("the data directory %s was written with %s partition(s); start with "
+                  "--partitions %s (moving data between partitions is not supported yet)",
+                  data, description.get("partitions"), description.get("partitions"))
+        return 2
+    write_folder_description(data, {"app": str(app.path), "app_name": app.name,
+                                    "partitions": partitions, "durability": durability})
 
     listeners: list[socket.socket] = []
     try:

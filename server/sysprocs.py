@@ -5,6 +5,9 @@
                         partitioning, class (any process answers)
     @SystemInformation  version, application, partitions, topology,
                         addresses, processes (the coordinator answers)
+    @StateHash          each table's row count and content hash, and a
+                        total: equal states hash equal (what `flowstate
+                        verify` prints for a data folder)
     @Statistics         per partition: calls, aborts, queue depth,
                         connections, rows and memory per table, latency
                         histogram; plus the coordinator's counters
@@ -25,8 +28,8 @@ from flowstate.errors import ParameterError, UnknownProcedureError
 __all__ = ["NAMES", "CLUSTER_WIDE", "local", "welcome_info", "system_information",
            "check_array"]
 
-NAMES = ("@Ping", "@Procedures", "@SystemInformation", "@Statistics")
-CLUSTER_WIDE = frozenset({"@SystemInformation", "@Statistics"})
+NAMES = ("@Ping", "@Procedures", "@SystemInformation", "@Statistics", "@StateHash")
+CLUSTER_WIDE = frozenset({"@SystemInformation", "@Statistics", "@StateHash"})
 
 
 def check_array(name: str, params) -> None:
