@@ -30,8 +30,9 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, FlowstateEr
                               ProtocolError, UnavailableError)
 from flowstate.protocol import ERROR, HELLO, RESPONSE, FrameReader
 
-from flowstate.client.common import (DEFAULT_SERVER, Cluster, ClusterConnections, Response,
-                                     call_frame, error_for, hello_frame, parse_servers)
+from flowstate.client.common import (DEFAULT_SERVER, RETRYABLE, Cluster, ClusterConnections,
+                                     Response, call_frame, error_for, hello_frame,
+                                     new_idempotency_key, parse_servers, retry_delays)
 
 __all__ = ["AsyncClient"]
 
@@ -148,8 +149,10 @@ class AsyncClient(ClusterConnections):
 
     def __init__(self, servers=DEFAULT_SERVER, *, name: str = "flowstate-python",
                  timeout: float | None = 30.0, affinity: bool = True,
-                 connect_timeout: float = 10.0, max_inflight: int | None = None):
+                 connect_timeout: float = 10.0, max_inflight: int | None = None,
+                 retry: bool = False):
         self.servers = parse_servers(servers)
+        self.retry = retry
         self.name = name
         self.timeout = timeout
         self.affinity = affinity
@@ -296,14 +299,31 @@ class AsyncClient(ClusterConnections):
         return request_id
 
     async def call(self, procedure: str, *params, timeout: float | None = ...,
-                   idempotency_key=None) -> Response:
-        """Run a procedure; return its Response or raise its error."""
+                   idempotency_key=None, retry: bool | None = None) -> Response:
+        """Run a procedure; return its Response or raise its error. ``retry``
+        as in Client.call: a key, and attempts until ``timeout`` has passed."""
+        if timeout is ...:
+            timeout = self.timeout
+        if not (self.retry if retry is None else retry):
+            return await self._call_once(procedure, params, timeout, idempotency_key)
+        key = idempotency_key if idempotency_key is not None else new_idempotency_key()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delays = retry_delays()
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                return await self._call_once(procedure, params, left, key)
+            except RETRYABLE:
+                delay = next(delays)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _call_once(self, procedure, params, timeout, idempotency_key) -> Response:
         if self._closed:
             raise ConnectionLostError("the client is closed")
         if not self.connected:
             await self.connect()
-        if timeout is ...:
-            timeout = self.timeout
         conn = self._route(procedure, params)
         while len(conn.pending) >= self.max_inflight:
             waiter = self.loop.create_future()

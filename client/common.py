@@ -13,12 +13,16 @@ forwards as needed.
 
 from __future__ import annotations
 
-from flowstate.errors import (FlowstateError, ParameterError, ProtocolError,
+import os
+
+from flowstate.errors import (CallTimeoutError, ConnectionLostError, FlowstateError,
+                              OverloadedError, ParameterError, ProtocolError, UnavailableError,
                               error_class_for_code)
 from flowstate.protocol import (CALL, HELLO, PROTOCOL_VERSION, frame, parse_address)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 
-__all__ = ["Response", "Cluster", "ClusterConnections", "parse_servers", "call_frame", "hello_frame", "error_for",
+__all__ = ["RETRYABLE", "new_idempotency_key", "retry_delays",
+           "Response", "Cluster", "ClusterConnections", "parse_servers", "call_frame", "hello_frame", "error_for",
            "DEFAULT_SERVER"]
 
 DEFAULT_SERVER = "localhost:21212"
@@ -38,6 +42,24 @@ class Response:
 
     def __repr__(self):
         return f"Response(result={self.result!r}, elapsed={self.elapsed * 1e6:.0f}us)"
+
+
+#: Errors a call with an idempotency key may be retried after: it never ran
+#: (unavailable, overloaded) or its outcome is unknown (the key makes the
+#: retry return the first outcome instead of running it twice).
+RETRYABLE = (UnavailableError, OverloadedError, ConnectionLostError, CallTimeoutError)
+
+
+def new_idempotency_key() -> bytes:
+    return os.urandom(16)
+
+
+def retry_delays():
+    """Backoff between attempts: 10 ms doubling to 500 ms."""
+    delay = 0.01
+    while True:
+        yield delay
+        delay = min(delay * 2, 0.5)
 
 
 def error_for(status: int, message) -> FlowstateError:

@@ -282,8 +282,6 @@ class CommandLog:
             loop.call_later(self.fsync_interval, self._tick)
 
     def _new_segment(self, number: int, at_least: int = 0) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
         path = self.directory / _segment_name(number)
         size = max(self.segment_bytes, HEADER_BYTES + at_least + 8)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -291,11 +289,13 @@ class CommandLog:
             os.posix_fallocate(fd, 0, size)
             os.pwrite(fd, _header(self.owner, number), 0)
             os.fsync(fd)
+            _fsync_directory(self.directory)
         except BaseException:
             os.close(fd)
             os.unlink(path)
             raise
-        _fsync_directory(self.directory)
+        if self.fd >= 0:
+            os.close(self.fd)     # only now: a failed rotation keeps the old segment open
         self.fd = fd
         self.segment = number
         self.offset = HEADER_BYTES
@@ -319,7 +319,10 @@ class CommandLog:
     @property
     def must_hold(self) -> bool:
         """Whether an answer produced now has to wait for the disk."""
-        return self.mode == "sync" and (self.writing or bool(self.records))
+        # Not while the log cannot be written: writes are refused then, and
+        # the refusals and the reads must not wait for the disk to come back.
+        return self.mode == "sync" and self.failed is None and (self.writing
+                                                                or bool(self.records))
 
     def hold(self, conn, data: bytes) -> None:
         self.held.append((conn, data))
@@ -388,19 +391,30 @@ class CommandLog:
     def _write(self, records: list[bytes]) -> None:
         chunk: list[bytes] = []
         size = 0
-        for record in records:
-            if self.offset + size + len(record) + 8 > self.capacity:
-                if chunk:
-                    self._pwrite(b"".join(chunk))
-                    chunk, size = [], 0
-                os.fdatasync(self.fd)
-                self._new_segment(self.segment + 1, at_least=len(record))
-            chunk.append(record)
-            size += len(record)
-        if chunk:
-            self._pwrite(b"".join(chunk))
-        started = time.perf_counter()
-        os.fdatasync(self.fd)
+        # On a failure, records[done:] are to be written again at ``start``:
+        # the ones before are on disk (fsynced before a rotation), so they
+        # leave ``records`` (the list _written puts back) and are not repeated.
+        start, done = self.offset, 0
+        try:
+            for i, record in enumerate(records):
+                if self.offset + size + len(record) + 8 > self.capacity:
+                    if chunk:
+                        self._pwrite(b"".join(chunk))
+                        chunk, size = [], 0
+                    os.fdatasync(self.fd)
+                    start, done = self.offset, i
+                    self._new_segment(self.segment + 1, at_least=len(record))
+                    start = self.offset
+                chunk.append(record)
+                size += len(record)
+            if chunk:
+                self._pwrite(b"".join(chunk))
+            started = time.perf_counter()
+            os.fdatasync(self.fd)
+        except BaseException:
+            self.offset = start
+            del records[:done]
+            raise
         self.fsync_seconds += time.perf_counter() - started
         self.fsyncs += 1
 
@@ -420,10 +434,16 @@ class CommandLog:
         if self.offset + len(record) + 8 > self.capacity:
             os.fdatasync(self.fd)
             self._new_segment(self.segment + 1, at_least=len(record))
-        self._pwrite(record)
+        start = self.offset
+        try:
+            self._pwrite(record)
+            if self.mode == "sync":
+                os.fdatasync(self.fd)
+        except BaseException:
+            self.offset = start      # not logged: the next record goes in its place
+            raise
         self.appended += 1
         if self.mode == "sync":
-            os.fdatasync(self.fd)
             self.fsyncs += 1
 
     def sync_now(self) -> None:

@@ -305,3 +305,291 @@ def _plain(value):
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     return value
+
+
+# -- reading --------------------------------------------------------------------
+
+def read_snapshot_meta(path) -> dict:
+    """The meta of the snapshot at ``path`` (the caller's keys plus
+    ``format_version``, ``created_at``, ``byte_order`` and ``tables``),
+    from its header and meta record only: the rest of the file is not
+    checked (``verify_snapshot`` and ``load_snapshot`` check it)."""
+    path = _snapshot_path(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_HEADER_SIZE + _RECORD_HEAD.size)
+        _check_file_header(path, head, size)
+        if len(head) < _HEADER_SIZE + _RECORD_HEAD.size:
+            _corrupt(path, f"truncated: {size} bytes, no meta record")
+        kind, n = _RECORD_HEAD.unpack_from(head, _HEADER_SIZE)
+        if kind != KIND_META:
+            _corrupt(path, f"the first record is {_kind_name(kind)}, not the meta")
+        if _HEADER_SIZE + _RECORD_OVERHEAD + n > size:
+            _corrupt(path, f"truncated: the meta record runs past the end of the file "
+                           f"({size} bytes)")
+        rest = f.read(n + 4)
+    record = head[_HEADER_SIZE:] + rest
+    if len(rest) != n + 4 or _U32.unpack_from(record, len(record) - 4)[0] != \
+            crc32c.crc32c(record[:len(record) - 4]):
+        _corrupt(path, f"the meta record at byte {_HEADER_SIZE} fails its checksum")
+    return _decode_meta(path, record[_RECORD_HEAD.size:len(record) - 4])
+
+
+def verify_snapshot(path) -> dict:
+    """Check every byte of the snapshot at ``path`` without loading it;
+    return its meta. Raises SnapshotCorruptError or SnapshotVersionError."""
+    path = _snapshot_path(path)
+    with _Mapped(path) as data:
+        meta, _ = _scan(path, data)
+    return meta
+
+
+def load_snapshot(path, store) -> dict:
+    """Load the snapshot at ``path`` into ``store`` and return its meta.
+
+    ``store`` must be empty and built from the same catalog as the one
+    written (``flowstate.server.partition.build_store``). The whole file
+    is checked first, then its tables against the store's; damage raises
+    SnapshotCorruptError and a mismatch SnapshotSchemaError before the
+    store changes (see the module docstring for the one exception).
+    """
+    path = _snapshot_path(path)
+    if store.in_transaction:
+        raise RuntimeError("cannot load a snapshot inside an open transaction")
+    full = [name for name, table in store.tables.items() if len(table)]
+    if full:
+        raise ValueError(f"load_snapshot needs an empty store; {', '.join(full)} "
+                         f"{'has' if len(full) == 1 else 'have'} rows")
+    with _Mapped(path) as data:
+        meta, sections = _scan(path, data)
+        _check_schema(path, meta["tables"], store)
+        for number, rows, blocks in sections:
+            name = meta["tables"][number]["name"]
+            table = store.tables[name]
+            try:
+                loaded = table.import_rows((data[a:b] for a, b in blocks), rebuild_views=False)
+            except UniqueViolationError as e:
+                raise SnapshotSchemaError(
+                    f"{path}: the rows of {name} break a unique index of the store that "
+                    f"the snapshot's schema did not have: {e}") from e
+            except ValueError as e:
+                raise SnapshotCorruptError(f"{path}: {name}: {e}") from e
+            if loaded != rows:
+                raise SnapshotCorruptError(f"{path}: {name}: {loaded} rows loaded, the file "
+                                           f"says {rows}")
+    return meta
+
+
+class _Mapped:
+    """The file mapped read-only, as a memoryview; released on exit."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.map = None
+        self.view = None
+
+    def __enter__(self) -> memoryview:
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _HEADER_SIZE:
+                _check_file_header(self.path, f.read(), size)
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self.map.madvise(mmap.MADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+        self.view = memoryview(self.map)
+        return self.view
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.view.release()
+            self.map.close()
+        except BufferError:
+            pass        # a slice is still referenced somewhere: the GC closes the map
+
+
+def _snapshot_path(path) -> str:
+    path = os.fspath(path)
+    if path.endswith(TMP_SUFFIX):
+        raise SnapshotCorruptError(f"{path} is an unfinished snapshot (its name ends in "
+                                   f"{TMP_SUFFIX}: the writer had not renamed it into place)")
+    return path
+
+
+def _corrupt(path: str, what: str):
+    raise SnapshotCorruptError(f"{path}: not a valid snapshot: {what}")
+
+
+def _kind_name(kind: int) -> str:
+    return {KIND_META: "M (meta)", KIND_TABLE: "T (table)", KIND_ROWS: "R (rows)",
+            KIND_END: "E (end)"}.get(kind, f"unknown kind 0x{kind:02x}")
+
+
+def _check_file_header(path: str, head, size: int) -> None:
+    if size < _HEADER_SIZE or len(head) < _HEADER_SIZE:
+        if bytes(head[:len(MAGIC)]) != MAGIC[:len(head)]:
+            _corrupt(path, "it does not start with the snapshot magic number")
+        _corrupt(path, f"truncated: {size} bytes, shorter than the {_HEADER_SIZE}-byte header")
+    magic, version = _FILE_HEADER.unpack_from(head, 0)
+    if magic != MAGIC:
+        _corrupt(path, "it does not start with the snapshot magic number")
+    if _U32.unpack_from(head, 12)[0] != crc32c.crc32c(head[:12]):
+        _corrupt(path, "the file header fails its checksum")
+    if version != FORMAT_VERSION:
+        raise SnapshotVersionError(f"{path} is in snapshot format version {version}; this "
+                                   f"server reads version {FORMAT_VERSION}")
+
+
+def _decode_meta(path: str, payload) -> dict:
+    try:
+        meta = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as e:
+        _corrupt(path, f"the meta record does not decode ({type(e).__name__}: {e})")
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        _corrupt(path, "the meta record is not a version-1 snapshot meta map")
+    tables = meta.get("tables")
+    if not isinstance(tables, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("rows"), int)
+            for t in tables):
+        _corrupt(path, "the meta record has no valid table list")
+    if meta.get("byte_order") != sys.byteorder:
+        raise SnapshotVersionError(f"{path} was written on a {meta.get('byte_order')}-endian "
+                                   f"machine; this one is {sys.byteorder}-endian")
+    return meta
+
+
+def _scan(path: str, data: memoryview):
+    """Check the whole file; return (meta, [(table number, rows, [(start,
+    end) of each R payload]), ...])."""
+    size = len(data)
+    _check_file_header(path, data[:_HEADER_SIZE], size)
+    pos = _HEADER_SIZE
+    meta = None
+    sections = []
+    records = 0
+    while True:
+        if size - pos < _RECORD_OVERHEAD:
+            _corrupt(path, f"truncated: {size} bytes, no end record"
+                     + (f" (a record header is cut at byte {pos})" if pos < size else ""))
+        kind, n = _RECORD_HEAD.unpack_from(data, pos)
+        end = pos + _RECORD_OVERHEAD + n
+        if end > size:
+            _corrupt(path, f"truncated: the {_kind_name(kind)} record at byte {pos} "
+                           f"runs past the end of the file ({size} bytes)")
+        if _U32.unpack_from(data, end - 4)[0] != crc32c.crc32c(data[pos:end - 4]):
+            _corrupt(path, f"the {_kind_name(kind)} record at byte {pos} fails its checksum")
+        start = pos + _RECORD_HEAD.size
+        if kind == KIND_END:
+            break
+        if meta is None:
+            if kind != KIND_META:
+                _corrupt(path, f"the first record is {_kind_name(kind)}, not the meta")
+            meta = _decode_meta(path, data[start:end - 4])
+        elif kind == KIND_TABLE:
+            if n != _TABLE.size:
+                _corrupt(path, f"the table record at byte {pos} has {n} bytes")
+            number, rows = _TABLE.unpack_from(data, start)
+            if number != len(sections) or number >= len(meta["tables"]):
+                _corrupt(path, f"table record {number} at byte {pos} is out of order")
+            if rows != meta["tables"][number]["rows"]:
+                _corrupt(path, f"table record {number} says {rows} rows, the meta "
+                               f"{meta['tables'][number]['rows']}")
+            sections.append((number, rows, []))
+        elif kind == KIND_ROWS:
+            if not sections:
+                _corrupt(path, f"a rows record at byte {pos} comes before any table record")
+            sections[-1][2].append((start, end - 4))
+        else:
+            _corrupt(path, f"unexpected {_kind_name(kind)} record at byte {pos}")
+        records += 1
+        pos = end
+    if end != size:
+        _corrupt(path, f"{size - end} bytes follow the end record")
+    if n != _END.size:
+        _corrupt(path, f"the end record has {n} bytes")
+    count, total_rows, end_at, file_crc = _END.unpack_from(data, start)
+    if end_at != pos or count != records:
+        _corrupt(path, f"the end record says {count} records before byte {end_at}; "
+                       f"found {records} before byte {pos}")
+    if meta is None:
+        _corrupt(path, "no meta record")
+    if len(sections) != len(meta["tables"]) or any(not blocks for _, _, blocks in sections):
+        _corrupt(path, f"{len(sections)} table sections for {len(meta['tables'])} tables, "
+                       f"or a table without its rows")
+    if total_rows != sum(rows for _, rows, _ in sections):
+        _corrupt(path, f"the end record says {total_rows} rows; the tables hold "
+                       f"{sum(rows for _, rows, _ in sections)}")
+    if crc32c.crc32c(data[:pos]) != file_crc:
+        _corrupt(path, "the whole-file checksum does not match")
+    return meta, sections
+
+
+# -- the schema check --------------------------------------------------------------
+
+def _describe_column(c) -> str:
+    """[name, type code, size, nullable, size_in_bytes] as DDL spells it."""
+    name, code, size, nullable, in_bytes = c
+    try:
+        type_name = ColumnType(code).name
+    except ValueError:
+        type_name = f"type {code}"
+    if code in (ColumnType.VARCHAR, ColumnType.VARBINARY):
+        type_name += f"({size}{' BYTES' if in_bytes and code == ColumnType.VARCHAR else ''})"
+    return f"{name} {type_name}{'' if nullable else ' NOT NULL'}"
+
+
+def _describe_view(v) -> str:
+    if v is None:
+        return "not a view"
+    source, group_by, aggregates = v
+    aggs = ", ".join(f"{f}({'*' if c is None else c})" for f, c in aggregates)
+    return f"SELECT {', '.join(group_by)}, {aggs} FROM {source} GROUP BY {', '.join(group_by)}"
+
+
+def _check_schema(path: str, file_tables: list, store) -> None:
+    names = [t["name"] for t in file_tables]
+    only_file = [n for n in names if n not in store.tables]
+    only_store = [n for n in store.tables if n not in names]
+    if only_file or only_store:
+        parts = []
+        if only_file:
+            parts.append(f"only in the snapshot: {', '.join(only_file)}")
+        if only_store:
+            parts.append(f"only in the store: {', '.join(only_store)}")
+        raise SnapshotSchemaError(f"{path}: the snapshot's tables are not the store's "
+                                  f"({'; '.join(parts)})")
+    for ft in file_tables:
+        name = ft["name"]
+        table = store.tables[name]
+        what = "view" if table.is_view else "table"
+        if bool(ft.get("view")) != bool(table.is_view):
+            raise SnapshotSchemaError(
+                f"{path}: {name} is a {'view' if ft.get('view') else 'table'} in the snapshot "
+                f"but a {what} in the store")
+        mine = [_column_meta(c) for c in table.columns]
+        theirs = ft.get("columns")
+        if theirs != mine:
+            if not isinstance(theirs, list):
+                _corrupt(path, f"the meta of {name} has no column list")
+            for i, (a, b) in enumerate(zip(theirs, mine)):
+                if a != b:
+                    raise SnapshotSchemaError(
+                        f"{path}: {what} {name}, column {i + 1}: `{_describe_column(a)}` in the "
+                        f"snapshot, `{_describe_column(b)}` in the store")
+            raise SnapshotSchemaError(
+                f"{path}: {what} {name} has {len(theirs)} columns in the snapshot "
+                f"({', '.join(_describe_column(c) for c in theirs)}), {len(mine)} in the store "
+                f"({', '.join(_describe_column(c) for c in mine)})")
+        view_of = table.view_definition
+        view_of = None if view_of is None else _plain(view_of)
+        if ft.get("view_of") != view_of:
+            raise SnapshotSchemaError(
+                f"{path}: view {name} is `{_describe_view(ft.get('view_of'))}` in the snapshot, "
+                f"`{_describe_view(view_of)}` in the store")
+        row_size, layout = table.row_layout
+        if ft.get("layout") != [row_size, [list(c) for c in layout]]:
+            raise SnapshotSchemaError(
+                f"{path}: {what} {name} stores its rows in another layout in the snapshot "
+                f"(hidden columns or sizes differ): snapshot {ft.get('layout')}, "
+                f"store {[row_size, [list(c) for c in layout]]}")

@@ -15,11 +15,18 @@ only, which then stops them in order) and die with the supervisor
 
 Stopping (SIGINT/SIGTERM): SIGTERM to every child; each stops accepting,
 lets in-progress calls finish, flushes its answers and exits; a child
-still alive after the drain timeout is killed. If a child dies on its
-own, the supervisor logs which and how, stops the others and exits 1.
+still alive after the drain timeout is killed.
 
-The data directory holds ``flowstate.lock`` (one server per directory);
-the command log and snapshots come with the durability work.
+A child that dies on its own is logged (which, and how) and, when the
+server is durable, restarted with the same socket: it recovers from the
+data folder while the others keep serving (calls for it meanwhile get
+UnavailableError, which the driver retries with ``retry=True``). Without
+durability, or when a child dies five times within a minute, the
+supervisor stops the others and exits 1.
+
+The data directory holds ``flowstate.lock`` (one server per directory),
+``flowstate.json`` (its application and partition count) and ``log/``
+(the command logs, server/commandlog.py).
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ def _die_with_parent() -> None:
 
 class _Child:
     def __init__(self, name: str, process: subprocess.Popen, ready_fd: int, port: int):
+        self.started = 0.0
         self.name = name
         self.process = process
         self.ready_fd = ready_fd
@@ -188,26 +196,15 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
                  for i in range(partitions)]
         specs.append(("coordinator", "flowstate.server.coordinator",
                       {**base, "unix_path": base["coordinator_unix_path"]}, listeners[0]))
-        for name, module, config, sock in specs:
-            read_fd, write_fd = os.pipe()
-            config = {**config, "listen_fd": sock.fileno(), "ready_fd": write_fd}
-            # -P: the working directory stays off sys.path, so a source
-            # checkout there cannot shadow the installed package.
-            process = subprocess.Popen(
-                [sys.executable, "-P", "-m", module, json.dumps(config)],
-                pass_fds=(sock.fileno(), write_fd), start_new_session=True,
-                preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
-            os.close(write_fd)
-            children.append(_Child(name, process, read_fd, sock.getsockname()[1]))
-            log.info("started %s (pid %d, port %d)", name, process.pid, sock.getsockname()[1])
-        for sock in listeners:
-            sock.close()            # the children hold them now
+        for spec in specs:
+            children.append(_spawn(*spec))
         status = _wait_ready(children, stop_requested, timeout=60.0)
         if status == 0 and not stop_requested:
             log.info("ready: application %s on %s:%d with %d partition(s) (ports %s); data in %s, "
                      "durability %s", app.name, host, coordinator_address[1], partitions,
                      ", ".join(str(a[1]) for a in addresses), data, durability)
-            status = _watch(children, stop_requested)
+            status = _watch(children, dict(zip((spec[0] for spec in specs), specs)),
+                            stop_requested, restart=durability != "off")
     finally:
         _stop(children, limits["drain_seconds"] + 3.0)
         for sock in listeners:
@@ -218,6 +215,24 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
         lock.close()
     log.info("server stopped" + ("" if status == 0 else f" (status {status})"))
     return status
+
+
+def _spawn(name: str, module: str, config: dict, sock: socket.socket) -> _Child:
+    """Start one child with its (inherited) listening socket and a ready pipe.
+    The supervisor keeps the socket open, so a restarted child gets it back."""
+    read_fd, write_fd = os.pipe()
+    config = {**config, "listen_fd": sock.fileno(), "ready_fd": write_fd}
+    # -P: the working directory stays off sys.path, so a source checkout
+    # there cannot shadow the installed package.
+    process = subprocess.Popen(
+        [sys.executable, "-P", "-m", module, json.dumps(config)],
+        pass_fds=(sock.fileno(), write_fd), start_new_session=True,
+        preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+    os.close(write_fd)
+    log.info("started %s (pid %d, port %d)", name, process.pid, sock.getsockname()[1])
+    child = _Child(name, process, read_fd, sock.getsockname()[1])
+    child.started = time.monotonic()
+    return child
 
 
 def _wait_ready(children: list[_Child], stop_requested: list, timeout: float) -> int:
@@ -232,6 +247,7 @@ def _wait_ready(children: list[_Child], stop_requested: list, timeout: float) ->
             child = waiting.pop(fd)
             line = os.read(fd, 64)
             os.close(fd)
+            child.ready_fd = -1
             if line.startswith(b"ready"):
                 child.ready = True
             else:
@@ -246,19 +262,53 @@ def _wait_ready(children: list[_Child], stop_requested: list, timeout: float) ->
         if time.monotonic() > deadline:
             log.error("gave up waiting for %s to start", ", ".join(c.name for c in waiting.values()))
             return 1
-    for fd in waiting:
+    for fd, child in waiting.items():
         os.close(fd)
+        child.ready_fd = -1
     return 0
 
 
-def _watch(children: list[_Child], stop_requested: list) -> int:
+#: A child that dies more often than this within RESTART_WINDOW seconds is
+#: not restarted again: the server stops instead.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+def _watch(children: list[_Child], specs: dict, stop_requested: list, restart: bool) -> int:
+    """Watch until a stop signal. A child that dies is restarted (it recovers
+    from the data folder while the others serve) when the server is durable;
+    otherwise, or when it keeps dying, the server stops with status 1."""
+    restarts: dict[str, list[float]] = {}
     while not stop_requested:
-        for child in children:
+        for i, child in enumerate(children):
+            if not child.ready and child.ready_fd >= 0:
+                readable, _, _ = select.select([child.ready_fd], [], [], 0)
+                if readable:
+                    line = os.read(child.ready_fd, 64)
+                    os.close(child.ready_fd)
+                    child.ready_fd = -1
+                    if line.startswith(b"ready"):
+                        child.ready = True
+                        log.info("%s is back (pid %d), recovered in %.2f s", child.name,
+                                 child.process.pid, time.monotonic() - child.started)
             code = child.process.poll()
-            if code is not None:
-                log.error("%s (pid %d) died unexpectedly: %s; stopping the server",
-                          child.name, child.process.pid, _describe_exit(code))
+            if code is None:
+                continue
+            if child.ready_fd >= 0:
+                os.close(child.ready_fd)
+                child.ready_fd = -1
+            now = time.monotonic()
+            recent = [t for t in restarts.get(child.name, []) if now - t < RESTART_WINDOW]
+            if not restart or len(recent) >= MAX_RESTARTS:
+                why = ("it keeps dying" if restart else
+                       "without durability its data cannot be recovered")
+                log.error("%s (pid %d) died unexpectedly: %s; stopping the server (%s)",
+                          child.name, child.process.pid, _describe_exit(code), why)
                 return 1
+            log.error("%s (pid %d) died unexpectedly: %s; restarting it", child.name,
+                      child.process.pid, _describe_exit(code))
+            restarts[child.name] = recent + [now]
+            children[i] = _spawn(*specs[child.name])
         time.sleep(0.05)
     log.info("received %s: stopping", signal.Signals(stop_requested[0]).name)
     return 0

@@ -539,7 +539,9 @@ def test_clients_reconnect_after_a_restart(tmp_path):
     learns the topology again. The keys differ per run of the server so
     the test holds whether or not data survives a restart."""
     port = free_port_run()
-    extra = ["--port", str(port)]
+    # without durability a dead child stops the server (with it, the
+    # supervisor would restart the child: test_a_dead_partition_is_restarted)
+    extra = ["--port", str(port), "--durability", "off"]
     address = f"127.0.0.1:{port}"
     keys = owned_by(1, 60_000_000, 3)
 
@@ -629,8 +631,8 @@ def test_clients_reconnect_after_a_restart(tmp_path):
 
 # -- the supervisor ------------------------------------------------------------------
 
-def test_a_dead_partition_stops_the_server(tmp_path):
-    s = ServerProcess(tmp_path, app=BANK, partitions=2)
+def test_without_durability_a_dead_partition_stops_the_server(tmp_path):
+    s = ServerProcess(tmp_path, app=BANK, partitions=2, extra=["--durability", "off"])
     try:
         victim = s.children["partition 1"]
         os.kill(victim, signal.SIGKILL)
@@ -638,6 +640,36 @@ def test_a_dead_partition_stops_the_server(tmp_path):
         assert f"partition 1 (pid {victim}) died unexpectedly: killed by SIGKILL" in s.log
         assert not any(pid_alive(pid) for pid in s.children.values())
     finally:
+        s.kill()
+
+
+def test_a_dead_partition_is_restarted_while_the_others_serve(tmp_path):
+    """With durability the supervisor restarts a dead partition, which
+    recovers its rows; calls for it meanwhile are retried by the driver
+    (retry=True) and applied once; the other partition keeps answering."""
+    s = ServerProcess(tmp_path, app=BANK, partitions=2)
+    try:
+        mine = owned_by(1, 70_000_000, 20)
+        other = owned_by(0, 71_000_000, 1)[0]
+        with Client(s.address, retry=True, timeout=60) as c:
+            for key in mine:
+                c.call("Open", key, "before", 5)
+            c.call("Open", other, "other", 7)
+            victim = s.children["partition 1"]
+            os.kill(victim, signal.SIGKILL)
+            # the other partition keeps serving while partition 1 is down
+            assert c.call("Balance", other).result == 7
+            # calls for the dead one are retried until it is back
+            for key in mine:
+                c.call("Deposit", key, 1)
+            assert [c.call("Balance", key).result for key in mine] == [6] * len(mine)
+            wait_until(lambda: "partition 1 is back" in s.log, what="the restart")
+            assert f"partition 1 (pid {victim}) died unexpectedly: killed by SIGKILL; " \
+                   f"restarting it" in s.log
+            assert s.process.poll() is None
+            assert c.call("Total").result == 5 * len(mine) + len(mine) + 7
+    finally:
+        s.stop()
         s.kill()
 
 
