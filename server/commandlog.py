@@ -284,15 +284,24 @@ class CommandLog:
     def _new_segment(self, number: int, at_least: int = 0) -> None:
         path = self.directory / _segment_name(number)
         size = max(self.segment_bytes, HEADER_BYTES + at_least + 8)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # Built under a temporary name and renamed whole: a reader (this
+        # owner's recovery, or a partition reading the coordinator's log)
+        # never sees a segment without its header.
+        temporary = path.with_suffix(".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(fd, 0, size)
             os.pwrite(fd, _header(self.owner, number), 0)
             os.fsync(fd)
+            os.rename(temporary, path)
             _fsync_directory(self.directory)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
+            for leftover in (temporary, path):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
             raise
         if self.fd >= 0:
             os.close(self.fd)     # only now: a failed rotation keeps the old segment open
