@@ -449,7 +449,14 @@ class CommandLog:
             if self.mode == "sync":
                 os.fdatasync(self.fd)
         except BaseException:
-            self.offset = start      # not logged: the next record goes in its place
+            # Not logged: the caller is told so. Zero what may have reached
+            # the file, so that a crash now cannot resurrect it at recovery.
+            try:
+                os.pwrite(self.fd, bytes(len(record)), start)
+                os.fdatasync(self.fd)
+            except OSError:
+                pass
+            self.offset = start      # the next record goes in its place
             raise
         self.appended += 1
         if self.mode == "sync":

@@ -542,4 +542,8 @@ def node_main(node_class, role_of, argv=None) -> int:
     except FlowstateError as e:
         log.error("cannot load the application: %s", e)
         return 3
-    return node.run()
+    try:
+        return node.run()
+    except FlowstateError as e:          # a damaged data folder, found at recovery
+        log.error("cannot start: %s", e.message)
+        return 4
