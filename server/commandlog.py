@@ -30,9 +30,10 @@ does not fit (a record larger than a segment gets a segment of its own).
 
 Payloads:
     [1 CALL, txn_id, timestamp_us, procedure, [params], idempotency_key
-             or nil, result_crc]       a committed single-partition call
-             that wrote; result_crc = CRC32C of its packed result, checked
-             on replay (the determinism guard)
+             or nil, result_digest]    a committed single-partition call
+             that wrote; result_digest: a result in 0..2**31-1 that is an
+             int is itself, any other result 2**31 | CRC32C(its msgpack
+             encoding); checked on replay (the determinism guard)
     [2 MP, mp_seq, txn_id, timestamp_us, [[table, op, args], ...]]
              a committed multi-partition transaction: this partition's
              writes (fragments), in order

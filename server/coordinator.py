@@ -380,6 +380,18 @@ class CoordinatorNode(Node):
         conn.send(data)
 
     def _work(self) -> None:
+        if self.command_log is not None:
+            # Partitions a killed predecessor left in doubt hold every call
+            # until a channel tells them the outcome: open the channels now,
+            # not at the next multi-partition call (which may never come).
+            try:
+                for stats in self.channels.request_all([STATS, next(self.channels.seq)]):
+                    self.mp_seq = max(self.mp_seq, stats.get("last_mp_seq") or 0)
+                self.mp_seq_known = True
+            except FlowstateError as e:
+                self.channels.reset()
+                log.warning("could not reach every partition at start (%s); trying again at "
+                            "the first multi-partition call", e.message)
         while True:
             job = self.queue.get()
             if job is None:
