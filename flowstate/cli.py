@@ -5,6 +5,7 @@ Subcommands:
          coordinator) until Ctrl-C
   voter  drive a running server with VoltDB's Voter workload
   verify audit a data folder offline: recover it, print its state hash
+  snapshot  take a snapshot now (save) or list them
   demo   load an application (the Voter app by default) into an in-process
          partition, run a stream of votes through it and print the results.
 """
@@ -77,7 +78,9 @@ def _serve(args) -> int:
     return serve(app_path=args.app, partitions=args.partitions, host=args.host, port=args.port,
                  data_dir=args.data, limits=limits, log_level=args.log_level,
                  durability=args.durability, fsync_interval_ms=args.fsync_interval_ms,
-                 segment_bytes=args.log_segment_mb << 20)
+                 segment_bytes=args.log_segment_mb << 20,
+                 snapshot_interval_s=args.snapshot_interval,
+                 snapshot_log_bytes=args.snapshot_log_mb << 20)
 
 
 def _positive(text: str) -> int:
@@ -128,6 +131,12 @@ def _add_serve(sub) -> None:
     serve.add_argument("--log-segment-mb", type=_positive, default=64, metavar="MB",
                        help="size of the command log's preallocated segment files "
                             "(default: %(default)s)")
+    serve.add_argument("--snapshot-interval", type=float, default=1800.0, metavar="S",
+                       help="take a snapshot every S seconds; 0: not by time "
+                            "(default: %(default)s)")
+    serve.add_argument("--snapshot-log-mb", type=int, default=1024, metavar="MB",
+                       help="take a snapshot when a partition's command log passes MB; "
+                            "0: not by size (default: %(default)s)")
     serve.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES,
                        metavar="N", help="largest frame accepted (default: %(default)s)")
     serve.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,
@@ -164,6 +173,61 @@ def _verify(args) -> int:
     return verify(args.data, args.app)
 
 
+def _snapshot(args) -> int:
+    import datetime
+    import json
+
+    from flowstate.client import Client
+    from flowstate.errors import FlowstateError
+    if args.action == "list" and args.data:
+        from flowstate.server.snapshot_folder import describe
+        snapshots = describe(args.data)
+    else:
+        try:
+            with Client(args.server, timeout=args.timeout) as client:
+                if args.action == "save":
+                    result = client.call("@SnapshotSave").result
+                    print(json.dumps(result, indent=1) if args.json else
+                          f"snapshot {result['cut']}: {result['bytes']:,} bytes, "
+                          f"{result['rows']:,} rows in {result['seconds']:.2f} s "
+                          f"(partitions paused {result['cut_ms']:.1f} ms) -> {result['path']}")
+                    return 0
+                snapshots = client.call("@SnapshotStatus").result["snapshots"]
+        except FlowstateError as e:
+            print(f"flowstate snapshot: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(snapshots, indent=1))
+        return 0
+    if not snapshots:
+        print("no snapshots")
+    for entry in snapshots:
+        when = datetime.datetime.fromtimestamp(entry.get("created_at") or 0).isoformat(
+            sep=" ", timespec="seconds")
+        state = "complete" if entry["complete"] else "INCOMPLETE (ignored by recovery)"
+        print(f"{entry['cut']:>10}  {when}  {entry['bytes']:>14,} bytes  {entry['files']} "
+              f"file(s)  {state}  {entry['path']}")
+    return 0
+
+
+def _add_snapshot(sub) -> None:
+    snapshot = sub.add_parser(
+        "snapshot", help="take a snapshot now, or list the snapshots",
+        description="save: ask a running server for a snapshot (a consistent cut of every "
+                    "partition, written by forked processes while the partitions serve) and "
+                    "wait until it is complete. list: the snapshots of a running server, or "
+                    "of a data folder with --data.")
+    snapshot.add_argument("action", choices=["save", "list"])
+    snapshot.add_argument("--server", default="localhost:21212", metavar="HOST:PORT",
+                          help="the server (default: %(default)s)")
+    snapshot.add_argument("--data", metavar="DIR", default=None,
+                          help="list: read this data folder instead of asking a server")
+    snapshot.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                          help="how long to wait for the snapshot (default: %(default)s)")
+    snapshot.add_argument("--json", action="store_true", help="print JSON")
+    snapshot.set_defaults(func=_snapshot)
+
+
 def _add_verify(sub) -> None:
     verify = sub.add_parser(
         "verify", help="audit a data folder offline: recover it and print its state's hash",
@@ -187,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
     _add_verify(sub)
+    _add_snapshot(sub)
     _add_voter(sub)
 
     demo = sub.add_parser(

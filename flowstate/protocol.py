@@ -97,7 +97,8 @@ ERROR = 3
 MP_BEGIN = 10        # [10, seq, txn_id, timestamp_us]
 MP_FRAGMENT = 11     # [11, seq, table, op, args]
 MP_END = 12          # [12, seq, commit: bool]
-STATS = 13           # [13, seq]
+STATS = 13           # [13, seq, with the state hash?]
+SNAPSHOT = 14        # [14, seq, path, cut]: fork and write the store (inside a cut)
 REPLY = 19           # [19, seq, status, result, error_message]
 
 #: A multi-partition transaction id is (global sequence << MP_TAG_BITS) | the

@@ -45,6 +45,9 @@ Payloads:
              (coordinator) a multi-partition transaction, committed
              (status 0) or aborted with a key (status = its error code,
              result = the message)
+    [5 CUT, mp_seq]
+             a snapshot was taken here (server/snapshot_folder.py): recovery
+             from that snapshot replays the records after this one
 
 Durability modes:
     sync   an answer leaves only after every record appended before it is
@@ -77,7 +80,7 @@ from flowstate.errors import InternalError
 log = logging.getLogger("flowstate")
 
 __all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
-           "DECISION", "HEADER_BYTES", "frame_record", "segment_paths"]
+           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "segment_paths"]
 
 MODES = ("sync", "async", "off")
 FORMAT_VERSION = 1
@@ -86,7 +89,7 @@ HEADER_BYTES = 32
 RECORD_HEADER = struct.Struct("<II")
 _HEADER = struct.Struct("<8sIiQI")
 
-CALL, MP, OUTCOME, DECISION = 1, 2, 3, 4
+CALL, MP, OUTCOME, DECISION, CUT = 1, 2, 3, 4, 5
 
 
 class LogCorruptError(InternalError):
@@ -256,6 +259,7 @@ class CommandLog:
         self.failed: BaseException | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
         self.appended = 0
+        self.in_flight = 0                  # records the writer thread has now
         self.fsyncs = 0
         self.fsync_seconds = 0.0
         self.bytes_written = 0
@@ -356,12 +360,14 @@ class CommandLog:
         records, self.records = self.records, []
         held, self.held = self.held, []
         self.writing = True
+        self.in_flight = len(records)
         future = self.executor.submit(self._write, records)
         future.add_done_callback(
             lambda f: self.loop.call_soon_threadsafe(self._written, f, records, held))
 
     def _written(self, future, records, held) -> None:
         self.writing = False
+        self.in_flight = 0
         error = future.exception()
         if error is not None:
             if self.failed is None:
@@ -466,6 +472,12 @@ class CommandLog:
     def sync_now(self) -> None:
         if self.fd >= 0:
             os.fdatasync(self.fd)
+
+    @property
+    def durable(self) -> int:
+        """How many of the records appended so far are on disk (fsynced in
+        sync and async modes)."""
+        return self.appended - len(self.records) - self.in_flight
 
     def refusal(self) -> str | None:
         """Why writes are refused now (the log cannot be written), or None."""

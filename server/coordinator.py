@@ -39,8 +39,8 @@ import time
 from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, FlowstateError,
                               MalformedMessageError, OverloadedError, ProcedureError,
                               UnavailableError, error_class_for_code)
-from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, pack,
-                                RESPONSE, STATS, FrameReader, frame, options_error)
+from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, RESPONSE,
+                                SNAPSHOT, STATS, FrameReader, frame, options_error, pack)
 from flowstate.routing import Topology
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
@@ -48,11 +48,16 @@ from flowstate.server.fanout import fanout_database
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
 from flowstate.server.commandlog import DECISION as LOG_DECISION
-from flowstate.server.commandlog import CommandLog
+from flowstate.server.commandlog import CommandLog, segment_paths
 from flowstate.server.partition import WRITE_OPS, Bound, cluster_state_hash
 from flowstate.server.recovery import COORDINATOR_OWNER, log_directory, recover_coordinator
+from flowstate.server.snapshot_folder import describe as describe_snapshots
+from flowstate.server.snapshot_folder import partition_file, prune, snapshot_directory, write_manifest
 
 log = logging.getLogger("flowstate")
+
+#: Put in the multi-partition queue in place of a procedure: take a snapshot.
+SNAPSHOT_JOB = object()
 
 __all__ = ["CoordinatorNode", "PartitionChannels", "main"]
 
@@ -209,6 +214,8 @@ class CoordinatorNode(Node):
         self.mp_seq = 0                    # the last multi-partition transaction's number
         self.mp_seq_known = False
         self.committed: set[int] = set()     # mp_seq of committed transactions (recent)
+        self.last_snapshot = time.monotonic()
+        self.snapshot_queued = False
         self.durability = config.get("durability", "off")
         self.command_log: CommandLog | None = None
         self.last_timestamp_us = 0
@@ -229,6 +236,7 @@ class CoordinatorNode(Node):
             self.command_log.open(self.loop, recovered["tail"], recovered["torn"])
             if self.durability == "async":
                 self.loop.call_later(self.command_log.fsync_interval, self._sync_log)
+            self.loop.call_later(2.0, self._snapshot_due)
         self.worker = threading.Thread(target=self._work, name="multi-partition", daemon=True)
         self.worker.start()
 
@@ -314,6 +322,19 @@ class CoordinatorNode(Node):
                 from flowstate.errors import ParameterError
                 raise ParameterError(f"{name} takes no parameters, got {len(params)}")
             conn.out.append(response_frame(request_id, sysprocs.system_information(self)))
+        elif name == "@SnapshotSave":
+            if conn.inflight >= self.limits["max_inflight"]:
+                raise OverloadedError("too many calls in flight on this connection")
+            try:
+                self.queue.put_nowait((conn, request_id, SNAPSHOT_JOB, "requested", None, None))
+            except queue.Full:
+                raise OverloadedError("the multi-partition queue is full; retry later") from None
+            conn.inflight += 1
+        elif name == "@SnapshotStatus":
+            conn.out.append(response_frame(request_id, {
+                "snapshots": describe_snapshots(self.config["data_dir"]),
+                "queued": self.snapshot_queued,
+                "seconds_since_last": round(time.monotonic() - self.last_snapshot, 3)}))
         elif name == "@StateHash":
             if params:
                 from flowstate.errors import ParameterError
@@ -399,11 +420,116 @@ class CoordinatorNode(Node):
             conn, request_id, bound, params, deadline, key = job
             self.running_mp = 1
             try:
-                data = self._run(request_id, bound, params, deadline, key)
+                if bound is SNAPSHOT_JOB:
+                    data = self._snapshot(request_id, reason=params)
+                else:
+                    data = self._run(request_id, bound, params, deadline, key)
             except BaseException as e:           # never let the worker die silently
                 data = error_frame(request_id, internal_error("the multi-partition worker", e))
-            self.loop.call_soon_threadsafe(self._deliver, conn, data)
+            if conn is not None:
+                self.loop.call_soon_threadsafe(self._deliver, conn, data)
             self.running_mp = 0
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def _snapshot(self, request_id: int, reason: str) -> bytes:
+        """Take a consistent cut (in the worker, as a multi-partition
+        transaction: every partition forks at the same point), wait for the
+        files, write the manifest, prune old snapshots and log segments."""
+        if self.durability == "off":
+            return error_frame(request_id, UnavailableError(
+                "snapshots need a durable server (--durability sync or async): without a "
+                "command log a snapshot could not be recovered consistently"))
+        channels = self.channels
+        started = time.monotonic()
+        data_dir = self.config["data_dir"]
+        try:
+            self.mp_seq += 1
+            cut = self.mp_seq
+            txn_id = (cut << MP_TAG_BITS) | ((1 << MP_TAG_BITS) - 1)
+            now = max(time.time_ns() // 1000, self.last_timestamp_us + 1)
+            self.last_timestamp_us = now
+            directory = snapshot_directory(data_dir, cut)
+            directory.mkdir(parents=True, exist_ok=True)
+            channels.begin(txn_id, now)
+            try:
+                forks = [channels.request(i, [SNAPSHOT, next(channels.seq),
+                                              str(partition_file(directory, i)), cut])
+                         for i in range(len(channels.paths))]
+            finally:
+                channels.request_all([MP_END, next(channels.seq), True])
+            paused_ms = (time.monotonic() - started) * 1000
+            deadline = time.monotonic() + self.limits["snapshot_timeout_seconds"]
+            while True:
+                states = [stats.get("snapshot") or {} for stats in
+                          channels.request_all([STATS, next(channels.seq)])]
+                failed = [(i, st.get("error")) for i, st in enumerate(states)
+                          if st.get("cut") != cut or st.get("state") == "failed"]
+                if failed:
+                    raise UnavailableError(f"snapshot {cut} failed at partition "
+                                           f"{failed[0][0]}: {failed[0][1]}")
+                if all(st.get("state") == "done" for st in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise UnavailableError(f"snapshot {cut} did not finish in time")
+                time.sleep(0.02)
+            summary = {"cut": cut, "path": str(directory), "reason": reason,
+                       "created_at": time.time(),
+                       "bytes": sum(st["bytes"] for st in states),
+                       "rows": sum(st["rows"] for st in states),
+                       "seconds": round(time.monotonic() - started, 3),
+                       "cut_ms": round(paused_ms, 3),
+                       "fork_ms": [f.get("fork_ms") for f in forks],
+                       "log_segments": {str(i): st.get("log_segment")
+                                        for i, st in enumerate(states)}}
+            write_manifest(directory, summary)
+            pruned = prune(data_dir, {i: log_directory(data_dir, i)
+                                      for i in range(len(channels.paths))})
+            summary["pruned"] = pruned
+            self.last_snapshot = time.monotonic()
+            self.snapshot_queued = False
+            log.info("snapshot %d complete (%s): %s bytes, %s rows in %.2f s; deleted %d "
+                     "older snapshot(s) and %d log segment(s)", cut, reason,
+                     f"{summary['bytes']:,}", f"{summary['rows']:,}", summary["seconds"],
+                     len(pruned["snapshots"]), pruned["segments"])
+            return response_frame(request_id, summary)
+        except FlowstateError as e:
+            channels.reset()
+            self.snapshot_queued = False
+            self.last_snapshot = time.monotonic()       # not again at once
+            log.error("snapshot failed: %s", e.message)
+            return error_frame(request_id, e)
+        except OSError as e:
+            channels.reset()
+            self.snapshot_queued = False
+            self.last_snapshot = time.monotonic()
+            log.error("snapshot failed: %s", e)
+            return error_frame(request_id, UnavailableError(f"the snapshot failed: {e}"))
+
+    def _snapshot_due(self) -> None:
+        """Every few seconds: queue a snapshot when the interval has passed
+        or a partition's log has grown past the limit since the last one."""
+        self.loop.call_later(2.0, self._snapshot_due)
+        if self.snapshot_queued or self.durability == "off":
+            return
+        interval = self.config.get("snapshot_interval_s") or 0
+        log_limit = self.config.get("snapshot_log_bytes") or 0
+        reason = None
+        if interval and time.monotonic() - self.last_snapshot >= interval:
+            reason = "interval"
+        elif log_limit:
+            segment = self.config.get("segment_bytes", 64 << 20)
+            for i in range(len(self.config["unix_paths"])):
+                if len(segment_paths(log_directory(self.config["data_dir"], i))) * segment \
+                        > log_limit:
+                    reason = "log size"
+                    break
+        if reason is not None:
+            try:
+                self.queue.put_nowait((None, 0, SNAPSHOT_JOB, reason, None, None))
+                self.snapshot_queued = True
+            except queue.Full:
+                pass
 
     def _run(self, request_id: int, bound: Bound, params, deadline, key) -> bytes:
         if deadline is not None and time.monotonic() > deadline:

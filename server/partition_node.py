@@ -20,21 +20,25 @@ value under the topology (or the cluster has one partition).
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 
 from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
                               ProtocolError)
 from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, REPLY,
-                                RESPONSE, STATS, frame, options_error, pack)
+                                RESPONSE, SNAPSHOT, frame, options_error, pack, unpack)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.commandlog import CALL as LOG_CALL, MP as LOG_MP, OUTCOME as LOG_OUTCOME
+from flowstate.server.commandlog import CALL as LOG_CALL, CUT as LOG_CUT, MP as LOG_MP
+from flowstate.server.commandlog import OUTCOME as LOG_OUTCOME
 from flowstate.server.commandlog import CommandLog
 from flowstate.server.partition import WRITE_OPS, Partition, result_digest
 from flowstate.server.recovery import log_directory, recover_partition
+from flowstate.server.snapshot import write_snapshot
 
 log = logging.getLogger("flowstate")
 
@@ -57,6 +61,7 @@ class PartitionNode(Node):
         self.mp_txn: tuple[int, int] | None = None
         self.mp_writes: list = []
         self.in_doubt: int | None = None      # txn id whose outcome the coordinator owes us
+        self.snapshot: dict | None = None     # the last snapshot started here
         self.durability = config.get("durability", "off")
         self.command_log: CommandLog | None = None
 
@@ -148,7 +153,7 @@ class PartitionNode(Node):
                 self.guarded(conn, message, self.slow_call)
             elif kind == HELLO:
                 self.guarded(conn, message, self.handle_hello)
-            elif conn.internal and type(kind) is int and MP_BEGIN <= kind <= STATS:
+            elif conn.internal and type(kind) is int and MP_BEGIN <= kind <= SNAPSHOT:
                 self.guarded(conn, message, self.internal)
             else:
                 self.guarded(conn, message, self.unknown_kind)
@@ -262,6 +267,8 @@ class PartitionNode(Node):
             elif kind == MP_END:
                 self.end_multi_partition(commit=bool(message[2]))
                 result = None
+            elif kind == SNAPSHOT:
+                result = self.start_snapshot(message[2], message[3])
             else:                                   # STATS [13, seq, with state hash?]
                 result = self.statistics()
                 if len(message) > 2 and message[2]:
@@ -274,6 +281,83 @@ class PartitionNode(Node):
             conn.out.append(frame([REPLY, seq, error.code, None, error.message]))
             return
         conn.out.append(frame([REPLY, seq, 0, result, None]))
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def start_snapshot(self, path: str, cut: int) -> dict:
+        """Inside the coordinator's cut: mark the log, fork, and let the
+        child write the store while this process goes on. Completion shows
+        in statistics()["snapshot"]."""
+        if self.snapshot is not None and self.snapshot["state"] == "writing":
+            raise ProtocolError(f"snapshot {self.snapshot['cut']} is still being written")
+        partition = self.partition
+        command_log = self.command_log
+        meta = {"partition": self.partition_id, "cut": cut,
+                "last_txn_id": partition.last_txn_id,
+                "last_timestamp_us": partition._last_timestamp_us,
+                "outcomes": [[key, list(outcome)] for key, outcome in partition.outcomes.items()],
+                "log_segment": None if command_log is None else command_log.segment}
+        marker = 0
+        if command_log is not None:
+            command_log.append(pack([LOG_CUT, cut]))
+            marker = command_log.appended
+        started = time.perf_counter()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:                         # the child: write, report, exit
+            status = 1
+            try:
+                os.close(read_fd)
+                if partition.store.in_transaction:
+                    partition.store.rollback()      # the cut's own, empty transaction
+                written = write_snapshot(partition.store, path, meta)
+                os.write(write_fd, pack([0, {k: written[k] for k in ("bytes", "rows", "seconds")}]))
+                status = 0
+            except BaseException as e:
+                try:
+                    os.write(write_fd, pack([1, f"{type(e).__name__}: {e}"]))
+                except BaseException:
+                    pass
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        fork_ms = (time.perf_counter() - started) * 1000
+        self.snapshot = {"cut": cut, "state": "writing", "path": path, "pid": pid,
+                         "log_segment": meta["log_segment"], "fork_ms": round(fork_ms, 3),
+                         "marker": marker, "started": time.time()}
+        self.loop.add_reader(read_fd, self._snapshot_written, read_fd, pid)
+        log.info("snapshot %d: forked writer %d (the fork took %.1f ms)", cut, pid, fork_ms)
+        return {"fork_ms": round(fork_ms, 3), "log_segment": meta["log_segment"]}
+
+    def _snapshot_written(self, read_fd: int, pid: int) -> None:
+        data = b""
+        try:
+            data = os.read(read_fd, 1 << 16)
+        finally:
+            self.loop.remove_reader(read_fd)
+            os.close(read_fd)
+            os.waitpid(pid, 0)
+        snapshot = self.snapshot
+        try:
+            status, detail = unpack(data)
+        except Exception:
+            status, detail = 1, "the snapshot writer died without a word"
+        if status:
+            snapshot.update(state="failed", error=detail)
+            log.error("snapshot %d failed: %s", snapshot["cut"], detail)
+            return
+        snapshot.update(detail)
+        self._snapshot_durable()
+
+    def _snapshot_durable(self) -> None:
+        """Done once the CUT record is on disk too (recovery needs it)."""
+        snapshot = self.snapshot
+        if self.command_log is not None and self.command_log.durable < snapshot["marker"]:
+            self.loop.call_later(0.01, self._snapshot_durable)
+            return
+        snapshot["state"] = "done"
+        log.info("snapshot %d written: %s bytes, %s rows in %.2f s", snapshot["cut"],
+                 f"{snapshot['bytes']:,}", f"{snapshot['rows']:,}", snapshot["seconds"])
 
     def end_multi_partition(self, commit: bool) -> None:
         self.mp_connection = None
@@ -312,6 +396,8 @@ class PartitionNode(Node):
         stats["pid"] = __import__("os").getpid()
         stats["last_mp_seq"] = self.partition.last_mp_seq
         stats["in_doubt"] = self.in_doubt
+        stats["snapshot"] = None if self.snapshot is None else {
+            k: v for k, v in self.snapshot.items() if k not in ("pid", "marker")}
         stats["command_log"] = (None if self.command_log is None
                                 else self.command_log.statistics())
         return stats

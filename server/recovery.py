@@ -1,7 +1,10 @@
 """Recovery: rebuild a partition's (or the coordinator's) state from the
 data folder before it serves.
 
-A partition replays its own command log in order:
+A partition loads its file of the newest complete snapshot
+(server/snapshot_folder.py; a damaged one is skipped with a warning for
+the one before), then replays its own command log from that snapshot's
+CUT record on (all of it without a snapshot), in order:
     CALL     run the procedure again with the logged transaction id and
              timestamp (so now() and random repeat) and compare the result
              with the logged digest (the determinism guard)
@@ -22,11 +25,16 @@ Progress is logged every few seconds on long recoveries.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
+from flowstate.errors import FlowstateError
 from flowstate.protocol import pack, unpack
-from flowstate.server.commandlog import CALL, DECISION, MP, OUTCOME, LogReader
+from flowstate.server.commandlog import (CALL, CUT, DECISION, HEADER_BYTES, MP, OUTCOME,
+                                         LogCorruptError, LogReader)
+from flowstate.server.snapshot import load_snapshot, verify_snapshot
+from flowstate.server.snapshot_folder import complete_snapshots, partition_file
 
 log = logging.getLogger("flowstate")
 
@@ -60,15 +68,56 @@ class _Progress:
         return time.monotonic() - self.started
 
 
+def load_newest_snapshot(partition, data_dir) -> dict | None:
+    """Load this partition's file of the newest complete snapshot that
+    verifies (warning about and skipping damaged ones); return its meta."""
+    pid = partition.partition_id
+    for cut, directory, _ in complete_snapshots(data_dir):
+        path = partition_file(directory, pid)
+        try:
+            verify_snapshot(path)
+        except (FlowstateError, OSError) as e:
+            log.warning("snapshot %d is unusable for partition %d (%s); trying an older one",
+                        cut, pid, e)
+            continue
+        started = time.monotonic()
+        meta = load_snapshot(path, partition.store)
+        seconds = time.monotonic() - started
+        size = os.path.getsize(path)
+        log.info("partition %d loaded snapshot %d: %s rows, %.1f MB in %.2f s (%.0f MB/s)", pid,
+                 cut, f"{sum(t['rows'] for t in meta['tables']):,}", size / 1e6, seconds,
+                 size / 1e6 / max(seconds, 1e-9))
+        partition.last_txn_id = max(partition.last_txn_id, meta["last_txn_id"])
+        partition._last_timestamp_us = max(partition._last_timestamp_us,
+                                           meta["last_timestamp_us"])
+        for key, outcome in meta["outcomes"]:
+            partition.remember(key, tuple(outcome))
+        return meta
+    return None
+
+
 def recover_partition(partition, data_dir) -> dict:
-    """Replay into ``partition``; return where its log resumes and what was done."""
+    """Load the newest snapshot, replay the log after its cut (all of it
+    without a snapshot), then the coordinator's decisions the log lacks.
+    Return where the log resumes and what was done."""
     pid = partition.partition_id
     reader = LogReader(log_directory(data_dir, pid), pid)
     progress = _Progress(f"partition {pid} recovery")
     last_mp = 0
-    for _, _, payload in reader.records():
+    start = None
+    snapshot = load_newest_snapshot(partition, data_dir)
+    if snapshot is not None:
+        last_mp = snapshot["cut"]
+        if snapshot["log_segment"] is not None:
+            start = (snapshot["log_segment"], HEADER_BYTES)
+    skipping = snapshot is not None and start is not None
+    for _, _, payload in reader.records(start):
         record = unpack(payload)
         kind = record[0]
+        if skipping:                    # records before the cut are in the snapshot
+            if kind == CUT and record[1] == snapshot["cut"]:
+                skipping = False
+            continue
         if kind == CALL:
             partition.replay_call(record)
         elif kind == MP:
@@ -77,6 +126,12 @@ def recover_partition(partition, data_dir) -> dict:
         elif kind == OUTCOME:
             partition.remember(record[1], (record[2], record[3], record[4]))
         progress.tick()
+    if skipping:
+        raise LogCorruptError(
+            f"partition {pid}: snapshot {snapshot['cut']} says its cut is in log segment "
+            f"{snapshot['log_segment']} or later, but the log has no such CUT record: the log "
+            f"does not belong to this snapshot")
+    partition.last_mp_seq = last_mp
     own = progress.count
     missing = []
     coordinator = LogReader(log_directory(data_dir, COORDINATOR_OWNER), COORDINATOR_OWNER)
@@ -98,7 +153,8 @@ def recover_partition(partition, data_dir) -> dict:
                  "from the coordinator's log replayed in %.2f s (%.0f/s)", pid, own, len(missing),
                  progress.seconds, progress.count / max(progress.seconds, 1e-9))
     return {"tail": reader.tail, "torn": reader.torn, "append": missing,
-            "replayed": progress.count, "seconds": progress.seconds}
+            "replayed": progress.count, "seconds": progress.seconds,
+            "snapshot": None if snapshot is None else snapshot["cut"]}
 
 
 def recover_coordinator(data_dir) -> dict:

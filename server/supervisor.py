@@ -70,6 +70,7 @@ DEFAULT_LIMITS = {
     "link_connect_seconds": 10.0,
     "fragment_timeout_seconds": 30.0,
     "drain_seconds": 5.0,
+    "snapshot_timeout_seconds": 600.0,
 }
 
 _PR_SET_PDEATHSIG = 1
@@ -118,7 +119,8 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
           port: int = 21212, data_dir: str | None = None, limits: dict | None = None,
           log_level: str = "INFO", partition_ports: list[int] | None = None,
           durability: str = "sync", fsync_interval_ms: float = 10.0,
-          segment_bytes: int = 64 << 20) -> int:
+          segment_bytes: int = 64 << 20, snapshot_interval_s: float = 1800.0,
+          snapshot_log_bytes: int = 1 << 30) -> int:
     """Run the server until SIGINT/SIGTERM; return the exit status."""
     setup_logging("supervisor", log_level)
     limits = {**DEFAULT_LIMITS, **(limits or {})}
@@ -179,7 +181,8 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
         "coordinator_unix_path": os.path.join(run_dir, "coordinator.sock"),
         "data_dir": str(data), "limits": limits, "log_level": log_level,
         "durability": durability, "fsync_interval_ms": fsync_interval_ms,
-        "segment_bytes": segment_bytes,
+        "segment_bytes": segment_bytes, "snapshot_interval_s": snapshot_interval_s,
+        "snapshot_log_bytes": snapshot_log_bytes,
     }
     stop_requested = []
 

@@ -8,6 +8,10 @@
     @StateHash          each table's row count and content hash, and a
                         total: equal states hash equal (what `flowstate
                         verify` prints for a data folder)
+    @SnapshotSave       take a snapshot now (a consistent cut of every
+                        partition, written by forks while they serve);
+                        answers when it is complete: cut, path, bytes, rows
+    @SnapshotStatus     the snapshots in the data folder
     @Statistics         per partition: calls, aborts, queue depth,
                         connections, rows and memory per table, latency
                         histogram; plus the coordinator's counters
@@ -28,8 +32,10 @@ from flowstate.errors import ParameterError, UnknownProcedureError
 __all__ = ["NAMES", "CLUSTER_WIDE", "local", "welcome_info", "system_information",
            "check_array"]
 
-NAMES = ("@Ping", "@Procedures", "@SystemInformation", "@Statistics", "@StateHash")
-CLUSTER_WIDE = frozenset({"@SystemInformation", "@Statistics", "@StateHash"})
+NAMES = ("@Ping", "@Procedures", "@SystemInformation", "@Statistics", "@StateHash",
+         "@SnapshotSave", "@SnapshotStatus")
+CLUSTER_WIDE = frozenset({"@SystemInformation", "@Statistics", "@StateHash", "@SnapshotSave",
+                          "@SnapshotStatus"})
 
 
 def check_array(name: str, params) -> None:
