@@ -92,6 +92,21 @@ cdef class Index:
     cdef size_t memory_bytes(self):
         return 0
 
+    # bulk loading (Table.import_rows): the table's rows are in place, the
+    # index is empty; add every LIVE row at once
+    cdef void clear(self) noexcept:
+        pass
+
+    cdef int bulk_build(self) except -1:
+        cdef Table t = self.table
+        cdef uint32_t r
+        for r in range(t.high_water):
+            if t.slot_state(r) == SLOT_LIVE:
+                if self.unique:
+                    self.check_unique(t.slot_row(r), NO_ROW)
+                self.add(r, t.slot_row(r))
+        return 0
+
     cdef str describe_key(self, const char* row):
         cdef Cell cell
         values = []
@@ -344,6 +359,58 @@ cdef class HashIndex(Index):
         self.size -= 1
         return 0
 
+    cdef void clear(self) noexcept:
+        memset(self.slots, 0xFF, self.capacity * sizeof(uint64_t))
+        self.size = 0
+
+    cdef int bulk_build(self) except -1:
+        """Size the table once, insert every row's (tag, row id) grouped
+        by table region (fs_hash_insert_many), then compare the keys of the
+        few same-tag pairs met on the way: equal keys mean the rows break
+        uniqueness. The slot array is on huge pages where possible."""
+        cdef Table t = self.table
+        cdef uint64_t* entries
+        cdef vector[uint64_t] same
+        cdef uint32_t r, tag
+        cdef const char* a
+        cdef const char* b
+        cdef size_t cap = 16, j, n = 0
+        cdef uint64_t* slots
+        entries = <uint64_t*>fs_alloc_huge((t.count + 1) * sizeof(uint64_t))
+        if entries == NULL:
+            raise MemoryError()
+        try:
+            for r in range(t.high_water):
+                if t.slot_state(r) == SLOT_LIVE and self.row_tag(t.slot_row(r), &tag):
+                    entries[n] = (<uint64_t>tag << 32) | r
+                    n += 1
+            while n * 4 > cap * 3:
+                cap *= 2
+            if cap != self.capacity:
+                slots = <uint64_t*>fs_alloc_huge(cap * sizeof(uint64_t))
+                if slots == NULL:
+                    raise MemoryError()
+                free(self.slots)
+                self.slots = slots
+                self.capacity = cap
+            memset(self.slots, 0xFF, self.capacity * sizeof(uint64_t))
+            fs_hash_insert_many(self.slots, self.capacity - 1, entries, n, &same)
+            self.size = n
+        finally:
+            free(entries)
+        for j in range(same.size()):
+            a = t.slot_row(<uint32_t>(same[j] >> 32))
+            b = t.slot_row(<uint32_t>same[j])
+            if self.int_key:
+                if self.row_int(a) == self.row_int(b):
+                    raise UniqueViolationError(self.describe_key(b))
+            else:
+                self.encode_row(a, &self.probe)
+                self.encode_row(b, &self.probe2)
+                if self.probe == self.probe2:
+                    raise UniqueViolationError(self.describe_key(b))
+        return 0
+
     def find_rowids(self, key):
         cdef uint32_t r = self.lookup(key)
         return [] if r == NO_ROW else [r]
@@ -388,6 +455,35 @@ cdef class OrderedIndex(Index):
         self.encode_row(row, &self.entry)
         _append_rowid(&self.entry, rowid)
         self.entries.erase(self.entry)
+        return 0
+
+    cdef void clear(self) noexcept:
+        self.entries.clear()
+
+    cdef int bulk_build(self) except -1:
+        """Encode every row's entry, sort, check uniqueness on neighbours,
+        and fill the set in order."""
+        cdef Table t = self.table
+        cdef vector[string] v
+        cdef uint32_t r
+        cdef size_t j
+        cdef const char* row
+        v.reserve(t.count)
+        for r in range(t.high_water):
+            if t.slot_state(r) == SLOT_LIVE:
+                self.encode_row(t.slot_row(r), &self.entry)
+                _append_rowid(&self.entry, r)
+                v.push_back(self.entry)
+        fs_sort_strings(v)
+        if self.unique:
+            for j in range(1, v.size()):
+                # entries with equal keys are neighbours: keys are prefix-free
+                if v[j].size() == v[j - 1].size() and \
+                        memcmp(v[j].data(), v[j - 1].data(), v[j].size() - 4) == 0:
+                    row = t.slot_row(_rowid_from_entry(v[j]))
+                    if self.nulls_equal or not self.encode_row(row, &self.probe):
+                        raise UniqueViolationError(self.describe_key(row))
+        fs_set_fill_sorted(self.entries, v)
         return 0
 
     cdef int check_unique(self, const char* row, uint32_t exclude) except -1:
@@ -534,6 +630,28 @@ cdef class IntOrderedIndex(Index):
 
     cdef bint key_changed(self, const char* a, const char* b) noexcept:
         return self.row_key(a) != self.row_key(b)
+
+    cdef void clear(self) noexcept:
+        self.entries.clear()
+
+    cdef int bulk_build(self) except -1:
+        """Collect (key, row id) of every row, sort (often a no-op: ids
+        inserted in order), check uniqueness on neighbours, fill the blocks."""
+        cdef Table t = self.table
+        cdef vector[fs_u128] v
+        cdef uint32_t r
+        cdef size_t j
+        v.reserve(t.count)
+        for r in range(t.high_water):
+            if t.slot_state(r) == SLOT_LIVE:
+                v.push_back(_int_entry(self.row_key(t.slot_row(r)), r))
+        fs_sort_u128(v.data(), v.size())
+        if self.unique:
+            for j in range(1, v.size()):
+                if (v[j] >> 32) == (v[j - 1] >> 32):
+                    raise UniqueViolationError(self.describe_key(t.slot_row(<uint32_t>v[j])))
+        self.entries.load_sorted(v.data(), v.size())
+        return 0
 
     cdef int add(self, uint32_t rowid, const char* row) except -1:
         self.entries.insert(_int_entry(self.row_key(row), rowid))

@@ -154,6 +154,60 @@ class Table:
 
     memory_bytes: int                   # rows + indexes (+ view upkeep) in bytes
 
+    # -- bulk export and import (snapshots) --------------------------------
+    row_layout: tuple[int, tuple[tuple[str, int, int, int, int, int, bool], ...]]
+    """(row_size, per column (name, type code, offset, width, capacity,
+    max_chars, nullable)), hidden view columns included: the meaning of a
+    row image. Export streams move between tables with equal layouts."""
+
+    view_definition: tuple[str, tuple[str, ...], tuple[tuple[str, str | None], ...]] | None
+    """A view's (source, group_by, ((FUNCTION, column or None), ...));
+    None for a table."""
+
+    def export_rows(self, block_size: int = 1 << 20) -> "RowExport":
+        """The table's (or view's) rows as a position-independent byte
+        stream, in blocks of about ``block_size`` bytes (each ending between
+        two items; never empty). The stream keeps every row id and the free
+        list, so ``import_rows`` rebuilds an identical table:
+
+            u32 row_size, u32 layout check, u32 high_water, u32 nfree
+            nfree x u32            the free list, in reuse order
+            per live slot, in row-id order: the row image (row_size bytes,
+            out-of-line pointer fields zeroed), then per out-of-line
+            VARCHAR/VARBINARY column u32 length (0xFFFFFFFF = NULL) + bytes
+
+        Little-endian; see storage.pyx, "Export and import". Raises
+        RuntimeError inside a transaction (export a committed state). The
+        table must not change while the iterator runs: a snapshot exports
+        in a fork()ed child, whose copy of the store is frozen."""
+
+    def import_rows(self, data: Any, *, rebuild_views: bool = True) -> int:
+        """Load an export stream into this EMPTY table or view; returns the
+        rows loaded. ``data`` is one bytes-like object or an iterable of
+        them (blocks cut between items, as export_rows yields them). Row
+        ids and the free list are those of the exported table; every index
+        is built in bulk afterwards. With ``rebuild_views`` (tables only)
+        each view of the table, which must be empty, is recomputed from
+        the rows; without it the views are left alone, to be imported
+        directly from their own streams (as snapshots do: faster, and the
+        views keep their row ids too).
+
+        No undo: refused inside a transaction (RuntimeError) and on a
+        table with rows (ValueError); writes-refused flags (views,
+        read_only_reason) do not apply. A malformed stream raises
+        ValueError, rows that break a unique index UniqueViolationError;
+        either way the table (and its views) are left empty."""
+
+
+class RowExport:
+    """Iterator of ``bytes`` blocks of one table's export stream."""
+
+    rows: int                           # rows exported so far
+    block_rows: int                     # rows in the last block
+
+    def __iter__(self) -> "RowExport": ...
+    def __next__(self) -> bytes: ...
+
 
 class Index:
     """A primary key, secondary or hidden index of one table."""

@@ -48,6 +48,25 @@ Undo
     them newest first; commit frees DEAD slots and old images. Outside a
     transaction every write statement is its own transaction.
 
+Export and import (snapshots)
+    ``Table.export_rows`` writes a table's slots as a position-independent
+    byte stream and ``Table.import_rows`` loads one into an empty table,
+    then builds every index in bulk (sorted loads; hash inserts grouped
+    by table region). The stream keeps row ids and the free list exactly, so a
+    loaded table scans, breaks index ties and places future inserts as the
+    original did (deterministic replay of a command log depends on it):
+
+        u32 row_size, u32 layout check (FNV-1a of the column layout),
+        u32 high_water, u32 nfree                        16-byte header
+        nfree x u32                                      the free list, in order
+        then each LIVE slot in row-id order:
+            row image (row_size bytes; out-of-line pointer fields zeroed)
+            per out-of-line column: u32 length (0xFFFFFFFF: NULL) + bytes
+
+    All integers little-endian (the row image is the machine's layout;
+    only little-endian machines are supported). A stream may be cut into
+    blocks anywhere between two items (header, free-list entry, row).
+
 Invariants
     1. A LIVE slot is in every index of its table (rows with a NULL in a
        unique secondary index's columns are left out of that index:
@@ -75,6 +94,7 @@ from cpython.long cimport PyLong_Check
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_Check, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.buffer cimport PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 import collections
 import datetime as _dt
@@ -116,8 +136,16 @@ cdef extern from "storage_support.h":
         fs_u128 get(fs_bpos)
         void next(fs_bpos*)
         void prev(fs_bpos*)
+        void clear()
+        void load_sorted(const fs_u128*, size_t) except +
     bint fs_bpos_eq(fs_bpos, fs_bpos)
     bint fs_bpos_lt(fs_bpos, fs_bpos)
+    void* fs_alloc_huge(size_t) nogil
+    void fs_sort_u128(fs_u128*, size_t) nogil
+    void fs_sort_u32(uint32_t*, size_t) nogil
+    void fs_hash_insert_many(uint64_t*, size_t, const uint64_t*, size_t, vector[uint64_t]*) except +
+    void fs_sort_strings(vector[string]&) except +
+    void fs_set_fill_sorted(cppset[string]&, vector[string]&) except +
 
 
 # -- constants ---------------------------------------------------------------
@@ -197,6 +225,17 @@ cdef struct UndoRec:
     uint32_t rowid
     size_t image_off
     size_t images_mark
+
+
+cdef struct ImportCursor:
+    int phase               # 0: expecting the header, 1: the free list, 2: rows
+    uint32_t high_water
+    uint32_t nfree
+    uint32_t free_seen
+    uint32_t next_slot      # the next slot a row may go to
+    size_t next_free        # index in the sorted free list of the next free slot >= next_slot
+    Py_ssize_t rows
+    Py_ssize_t consumed     # stream bytes in the blocks before this one
 
 
 # -- small helpers -------------------------------------------------------------
@@ -1173,6 +1212,243 @@ cdef class Table:
             total += idx.memory_bytes()
         return total
 
+    # -- bulk export and import (snapshots) ---------------------------------
+
+    @property
+    def row_layout(self):
+        """(row_size, per column (name, type, offset, width, capacity,
+        max_chars, nullable)), hidden view columns included: what a row
+        image means. Two tables can exchange export streams iff equal
+        (names aside)."""
+        cdef int i
+        cdef ColMeta* c
+        cols = []
+        for i in range(self.ncols):
+            c = &self.cols[i]
+            cols.append((self.all_names[i], c.type, c.offset, c.width, c.capacity, c.max_chars,
+                         bool(c.nullable)))
+        return (self.row_size, tuple(cols))
+
+    @property
+    def view_definition(self):
+        """A view's (source, group_by, aggregates); None for a table."""
+        if not self.is_view:
+            return None
+        return (<ViewMaintainer>self.view_maintainer).definition
+
+    cdef uint32_t layout_check(self) noexcept:
+        """FNV-1a over the column layout (types, offsets, widths, capacities,
+        nullability): the export stream's guard against a foreign table."""
+        cdef uint32_t h = 2166136261
+        cdef int i, k
+        cdef int32_t v[6]
+        cdef const unsigned char* b
+        for i in range(self.ncols):
+            v[0] = self.cols[i].type
+            v[1] = self.cols[i].offset
+            v[2] = self.cols[i].width
+            v[3] = self.cols[i].capacity
+            v[4] = self.cols[i].max_chars
+            v[5] = self.cols[i].nullable
+            b = <const unsigned char*>v
+            for k in range(<int>sizeof(v)):
+                h = (h ^ b[k]) * 16777619
+        return h
+
+    def export_rows(self, Py_ssize_t block_size=1 << 20):
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        if self.store.in_transaction:
+            raise RuntimeError(f"{self.name}: cannot export rows inside an open transaction "
+                               f"(a snapshot is a committed state)")
+        return RowExport(self, block_size)
+
+    def import_rows(self, data, *, bint rebuild_views=True):
+        cdef Py_buffer view
+        cdef ImportCursor cur
+        cdef ViewMaintainer m
+        cdef Index idx
+        cdef vector[int] inline_cols, outline_cols
+        cdef vector[uint32_t] free_sorted
+        cdef int i
+        if self.store.in_transaction:
+            raise RuntimeError(f"{self.name}: cannot import rows inside an open transaction")
+        if self.count:
+            raise ValueError(f"{self.name} has {self.count} rows: import_rows loads an empty table")
+        if rebuild_views and not self.is_view:
+            for m in self.views:
+                if m.view.count:
+                    raise ValueError(f"view {m.view.name} of {self.name} has rows: "
+                                     f"rebuild_views needs empty views")
+        for i in range(self.ncols):
+            if self.cols[i].type == T_VARCHAR or self.cols[i].type == T_VARBINARY:
+                if self.cols[i].inline_value:
+                    inline_cols.push_back(i)
+                else:
+                    outline_cols.push_back(i)
+        blocks = (data,) if PyObject_CheckBuffer(data) else data
+        memset(&cur, 0, sizeof(cur))
+        self.reset_rows()
+        try:
+            for block in blocks:
+                PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+                try:
+                    self.import_block(<const char*>view.buf, view.len, &cur, inline_cols,
+                                      outline_cols, free_sorted)
+                finally:
+                    PyBuffer_Release(&view)
+                cur.consumed += view.len
+            self.import_finish(&cur, free_sorted)
+            for idx in self.all_indexes:
+                idx.bulk_build()
+        except BaseException:
+            self.reset_rows()
+            raise
+        if rebuild_views and not self.is_view:
+            try:
+                for m in self.views:
+                    m.build(self.store)
+            except BaseException:
+                for m in self.views:
+                    m.view.reset_rows()
+                self.reset_rows()
+                raise
+        return self.count
+
+    cdef int reset_rows(self) except -1:
+        """Forget every row, out-of-line value and index entry, without undo
+        (only for an import into an empty table, which has no undo)."""
+        cdef Index idx
+        self.release_all()
+        self.outline_bytes = 0
+        for idx in self.all_indexes:
+            idx.clear()
+        return 0
+
+    cdef int import_error(self, ImportCursor* cur, Py_ssize_t at, str what) except -1:
+        raise ValueError(f"{self.name}: malformed export stream at byte {cur.consumed + at}: {what}")
+
+    cdef int import_block(self, const char* p, Py_ssize_t n, ImportCursor* cur,
+                          vector[int]& inline_cols, vector[int]& outline_cols,
+                          vector[uint32_t]& free_sorted) except -1:
+        cdef Py_ssize_t at = 0
+        cdef uint32_t hdr[4]
+        cdef uint32_t r, nchunks, k, n32
+        cdef char* chunk
+        cdef char* slot
+        cdef char* row
+        cdef char* buf
+        cdef ColMeta* c
+        cdef size_t j
+        cdef bint null
+        if n == 0:
+            return 0
+        if cur.phase == 0:
+            if n < 16:
+                self.import_error(cur, 0, "the stream must begin with its 16-byte header")
+            memcpy(hdr, p, 16)
+            if hdr[0] != <uint32_t>self.row_size or hdr[1] != self.layout_check():
+                self.import_error(cur, 0, f"it was exported from a table with another row layout "
+                                          f"(row size {hdr[0]}, this table's is {self.row_size})")
+            if hdr[3] > hdr[2] or hdr[2] > MAX_ROWID + 1:
+                self.import_error(cur, 8, f"bad slot map: {hdr[3]} free slots of {hdr[2]}")
+            cur.high_water = hdr[2]
+            cur.nfree = hdr[3]
+            nchunks = (cur.high_water + CHUNK_ROWS - 1) >> CHUNK_SHIFT
+            self.chunks.reserve(nchunks)
+            for k in range(nchunks):
+                chunk = <char*>calloc(CHUNK_ROWS, self.slot_size)
+                if chunk == NULL:
+                    raise MemoryError()
+                self.chunks.push_back(chunk)
+            self.high_water = cur.high_water
+            self.free_slots.reserve(cur.nfree)
+            cur.phase = 1
+            at = 16
+        if cur.phase == 1:
+            # the slots stay FREE (zero) as calloc left them; rows skip the
+            # free slots by a sorted copy of the list (reading the slots
+            # would fault every page in twice)
+            while cur.free_seen < cur.nfree and at < n:
+                if n - at < 4:
+                    self.import_error(cur, at, "a free-list entry is cut by the end of its block")
+                memcpy(&r, p + at, 4)
+                if r >= cur.high_water:
+                    self.import_error(cur, at, f"free slot {r} is past the high-water mark")
+                self.free_slots.push_back(r)
+                cur.free_seen += 1
+                at += 4
+            if cur.free_seen < cur.nfree:
+                return 0
+            free_sorted.assign(self.free_slots.begin(), self.free_slots.end())
+            fs_sort_u32(free_sorted.data(), free_sorted.size())
+            for j in range(1, free_sorted.size()):
+                if free_sorted[j] == free_sorted[j - 1]:
+                    self.import_error(cur, at, f"free slot {free_sorted[j]} is listed twice")
+            cur.phase = 2
+        while at < n:
+            if n - at < self.row_size:
+                self.import_error(cur, at, "a row is cut by the end of its block")
+            while cur.next_free < free_sorted.size() and free_sorted[cur.next_free] == cur.next_slot:
+                cur.next_slot += 1
+                cur.next_free += 1
+            if cur.next_slot >= cur.high_water:
+                self.import_error(cur, at, f"more rows than the slot map's "
+                                           f"{cur.high_water - cur.nfree}")
+            slot = self.slot_ptr(cur.next_slot)
+            row = slot + 1
+            memcpy(row, p + at, self.row_size)
+            at += self.row_size
+            for j in range(outline_cols.size()):
+                memset(row + self.cols[outline_cols[j]].offset, 0, sizeof(char*))
+            slot[0] = SLOT_LIVE
+            cur.next_slot += 1
+            cur.rows += 1
+            self.count += 1
+            for j in range(inline_cols.size()):
+                c = &self.cols[inline_cols[j]]
+                if not (c.nullable and (row[c.null_byte] & c.null_mask)):
+                    if <uint8_t>row[c.offset] > c.capacity:
+                        self.import_error(cur, at - self.row_size,
+                                          f"{self.all_names[inline_cols[j]]} is longer than its column")
+            for j in range(outline_cols.size()):
+                c = &self.cols[outline_cols[j]]
+                null = c.nullable and (row[c.null_byte] & c.null_mask)
+                if n - at < 4:
+                    self.import_error(cur, at, "a row is cut by the end of its block")
+                memcpy(&n32, p + at, 4)
+                if n32 == 0xFFFFFFFF:
+                    if not null:
+                        self.import_error(cur, at, f"{self.all_names[outline_cols[j]]} is NULL "
+                                                   f"but the row says it is not")
+                    at += 4
+                    continue
+                if null:
+                    self.import_error(cur, at, f"{self.all_names[outline_cols[j]]} has a value "
+                                               f"but the row says it is NULL")
+                if n32 > <uint32_t>c.capacity or <Py_ssize_t>n32 > n - at - 4:
+                    self.import_error(cur, at, f"{self.all_names[outline_cols[j]]}: bad length {n32}")
+                buf = <char*>malloc(4 + n32)
+                if buf == NULL:
+                    raise MemoryError()
+                memcpy(buf, &n32, 4)
+                memcpy(buf + 4, p + at + 4, n32)
+                memcpy(row + c.offset, &buf, sizeof(char*))
+                self.outline_bytes += 4 + n32
+                at += 4 + n32
+        return 0
+
+    cdef int import_finish(self, ImportCursor* cur, vector[uint32_t]& free_sorted) except -1:
+        if cur.phase == 0:
+            self.import_error(cur, 0, "no data (an export stream has at least its header)")
+        if cur.phase == 1:
+            self.import_error(cur, 0, f"the free list ends after {cur.free_seen} of "
+                                      f"{cur.nfree} entries")
+        if cur.phase == 1 or <size_t>cur.rows + free_sorted.size() != cur.high_water:
+            self.import_error(cur, 0, f"{cur.rows} rows for a slot map of "
+                                      f"{cur.high_water - cur.nfree}")
+        return 0
+
 
 cdef class TableScan:
     """Iterator over the live rows of a table, in slot order."""
@@ -1196,6 +1472,94 @@ cdef class TableScan:
             if t.slot_state(r) == SLOT_LIVE:
                 return t.make_row(t.slot_row(r))
         raise StopIteration
+
+
+cdef class RowExport:
+    """Iterator over a table's export stream in blocks of about
+    ``block_size`` bytes, each ending between two items (see the module
+    docstring, "Export and import"). ``rows``: rows exported so far;
+    ``block_rows``: rows in the last block. The table must not change
+    while the export runs (a snapshot exports in a forked child)."""
+
+    cdef Table table
+    cdef Py_ssize_t block_size
+    cdef int phase              # 0: header, 1: free list, 2: rows, 3: done
+    cdef size_t free_pos
+    cdef uint32_t pos
+    cdef readonly Py_ssize_t rows
+    cdef readonly Py_ssize_t block_rows
+    cdef string buf
+
+    def __cinit__(self, Table table, Py_ssize_t block_size):
+        self.table = table
+        self.block_size = block_size
+        self.phase = 0
+        self.free_pos = 0
+        self.pos = 0
+        self.rows = 0
+        self.block_rows = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Table t = self.table
+        cdef uint32_t hdr[4]
+        cdef uint32_t r, n32
+        cdef size_t start, limit = <size_t>self.block_size
+        cdef int i
+        cdef ColMeta* c
+        cdef const char* row
+        cdef char* p
+        cdef const char* value
+        cdef uint32_t null_len = 0xFFFFFFFF
+        if self.phase == 3:
+            raise StopIteration
+        self.buf.clear()
+        self.block_rows = 0
+        if self.phase == 0:
+            hdr[0] = t.row_size
+            hdr[1] = t.layout_check()
+            hdr[2] = t.high_water
+            hdr[3] = <uint32_t>t.free_slots.size()
+            self.buf.append(<const char*>hdr, 16)
+            self.phase = 1
+        if self.phase == 1:
+            while self.free_pos < t.free_slots.size() and self.buf.size() < limit:
+                r = t.free_slots[self.free_pos]
+                self.buf.append(<const char*>&r, 4)
+                self.free_pos += 1
+            if self.free_pos == t.free_slots.size():
+                self.phase = 2
+        if self.phase == 2:
+            while self.pos < t.high_water and self.buf.size() < limit:
+                if t.slot_state(self.pos) == SLOT_LIVE:
+                    row = t.slot_row(self.pos)
+                    start = self.buf.size()
+                    self.buf.append(row, t.row_size)
+                    if t.has_outline:
+                        p = <char*>self.buf.data() + start
+                        for i in range(t.ncols):
+                            c = &t.cols[i]
+                            if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+                                memset(p + c.offset, 0, sizeof(char*))
+                        for i in range(t.ncols):
+                            c = &t.cols[i]
+                            if (c.type == T_VARCHAR or c.type == T_VARBINARY) and not c.inline_value:
+                                memcpy(&value, row + c.offset, sizeof(char*))
+                                if value == NULL:
+                                    self.buf.append(<const char*>&null_len, 4)
+                                else:
+                                    memcpy(&n32, value, 4)
+                                    self.buf.append(value, 4 + n32)
+                    self.block_rows += 1
+                self.pos += 1
+            if self.pos >= t.high_water:
+                self.phase = 3
+        if self.buf.size() == 0:
+            raise StopIteration         # only free slots were left after the last row
+        self.rows += self.block_rows
+        return PyBytes_FromStringAndSize(self.buf.data(), self.buf.size())
 
 
 include "indexes.pxi"

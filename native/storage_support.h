@@ -7,8 +7,11 @@
 #define FLOWSTATE_STORAGE_SUPPORT_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <algorithm>
+#include <new>
 #include <set>
 #include <string>
 #include <vector>
@@ -129,7 +132,105 @@ struct fs_blockset {
         if (p->i > 0) p->i--;
         else { p->b--; p->i = blocks[p->b]->n - 1; }
     }
+    void clear() {
+        for (size_t b = 0; b < blocks.size(); b++) delete blocks[b];
+        blocks.clear();
+        mins.clear();
+        count = 0;
+    }
+    /* Replace the contents by n strictly increasing entries (a bulk load:
+     * full blocks, no search). */
+    void load_sorted(const fs_u128 *keys, size_t n) {
+        clear();
+        blocks.reserve((n + FS_BLOCK - 1) / FS_BLOCK);
+        mins.reserve((n + FS_BLOCK - 1) / FS_BLOCK);
+        for (size_t at = 0; at < n; at += FS_BLOCK) {
+            Block *B = new Block;
+            B->n = (int)std::min((size_t)FS_BLOCK, n - at);
+            memcpy(B->keys, keys + at, sizeof(fs_u128) * B->n);
+            blocks.push_back(B);
+            mins.push_back(B->keys[0]);
+        }
+        count = n;
+    }
 };
+
+/* -- bulk index building (snapshot loading) ------------------------------ */
+
+/* A large block that free() releases, on transparent huge pages where the
+ * kernel allows it (madvise mode): a bulk load writes it all at once, and
+ * one fault per 2 MiB instead of per 4 KiB is most of the difference. */
+static inline void *fs_alloc_huge(size_t size) {
+    const size_t huge = (size_t)2 << 20;
+    if (size < 2 * huge) return malloc(size);
+    void *p = NULL;
+    if (posix_memalign(&p, huge, size) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+/* Sort entries of an integer ordered index (already sorted is common: keys
+ * inserted in increasing order keep their row ids increasing too). */
+static inline void fs_sort_u128(fs_u128 *a, size_t n) {
+    if (!std::is_sorted(a, a + n)) std::sort(a, a + n);
+}
+
+static inline void fs_sort_u32(uint32_t *a, size_t n) {
+    if (!std::is_sorted(a, a + n)) std::sort(a, a + n);
+}
+
+/* Insert n entries (tag << 32 | row id) into an empty linear-probing table
+ * of mask + 1 slots (empty slots are all ones). Every occupied slot met
+ * with the same tag is reported as (its row id << 32 | the new row id) in
+ * same_tag, for the caller to compare the two keys. The entries are first
+ * partitioned by the top 11 bits of their home slot (one counting pass,
+ * one scatter), then inserted partition by partition: each one writes a
+ * window of the table that stays in cache, instead of one cache miss per
+ * entry. Linear probing ends in the same occupied slots whatever the
+ * insertion order. */
+static inline void fs_hash_insert_many(uint64_t *slots, size_t mask, const uint64_t *entries,
+                                       size_t n, std::vector<uint64_t> *same_tag) {
+    int bits = 0;
+    while (bits < 64 && ((size_t)1 << bits) <= mask) bits++;
+    int shift = bits > 11 ? bits - 11 : 0;
+    std::vector<size_t> start((mask >> shift) + 2, 0);
+    for (size_t k = 0; k < n; k++) start[(((entries[k] >> 32) & mask) >> shift) + 1]++;
+    for (size_t d = 1; d < start.size(); d++) start[d] += start[d - 1];
+    uint64_t *sorted = (uint64_t *)fs_alloc_huge(n * sizeof(uint64_t) + 1);
+    if (sorted == NULL) throw std::bad_alloc();
+    for (size_t k = 0; k < n; k++) sorted[start[((entries[k] >> 32) & mask) >> shift]++] = entries[k];
+    try {
+        for (size_t k = 0; k < n; k++) {
+            uint64_t e = sorted[k];
+            uint32_t tag = (uint32_t)(e >> 32);
+            size_t i = tag & mask;
+            while (slots[i] != ~(uint64_t)0) {
+                if ((uint32_t)(slots[i] >> 32) == tag)
+                    same_tag->push_back((slots[i] << 32) | (uint32_t)e);
+                i = (i + 1) & mask;
+            }
+            slots[i] = e;
+        }
+    } catch (...) {
+        free(sorted);
+        throw;
+    }
+    free(sorted);
+}
+
+/* Sort encoded ordered-index entries, then fill an (empty) std::set from
+ * them in order: each insertion is at the end, amortized constant time. */
+static inline void fs_sort_strings(std::vector<std::string> &v) {
+    if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+}
+
+static inline void fs_set_fill_sorted(std::set<std::string> &s, std::vector<std::string> &v) {
+    s.clear();
+    for (size_t i = 0; i < v.size(); i++) s.emplace_hint(s.end(), std::move(v[i]));
+    v.clear();
+}
 
 static inline int fs_bpos_eq(fs_bpos a, fs_bpos b) { return a.b == b.b && a.i == b.i; }
 static inline int fs_bpos_lt(fs_bpos a, fs_bpos b) { return a.b < b.b || (a.b == b.b && a.i < b.i); }

@@ -19,6 +19,7 @@ cdef class ViewMaintainer:
     cdef readonly Table source
     cdef readonly Table view
     cdef readonly list hidden_indexes
+    cdef readonly tuple definition  # (source, group_by, ((FUNC, column or None), ...))
     cdef int ngroup
     cdef int* group_src         # source column of each group column
     cdef int nagg
@@ -36,6 +37,7 @@ cdef class ViewMaintainer:
         cdef int i
         self.source = source
         self.hidden_indexes = []
+        self.definition = (source.name, tuple(group_by), tuple((f, c) for f, c in aggregates))
         self.agg_index = []
         if not group_by:
             raise ValueError(f"view {name} needs GROUP BY columns")

@@ -158,8 +158,13 @@ def write_snapshot(store, path, meta: dict, *, block_size: int = BLOCK_SIZE) -> 
     position, ...) is stored in the file and returned by
     ``read_snapshot_meta`` and ``load_snapshot``, with ``format_version``,
     ``created_at``, ``byte_order`` and ``tables`` added (the caller may not
-    use those keys). Returns ``{"path", "bytes", "rows", "tables": {name:
-    rows}, "seconds", "fsync_seconds"}``.
+    use those keys). Returns ``{"path", "bytes": file size, "rows": rows of
+    every table and view, "tables": {name: rows}, "seconds": the whole
+    write, "fsync_seconds": the part spent in fsync}``.
+
+    Refuses (RuntimeError) while a transaction is open: fork between
+    transactions. Only reads the store, so the parent may go on writing
+    to its copy-on-write copy while a forked child writes the file.
     """
     started = time.perf_counter()
     path = os.fspath(path)
@@ -394,10 +399,7 @@ class _Mapped:
             if size < _HEADER_SIZE:
                 _check_file_header(self.path, f.read(), size)
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            self.map.madvise(mmap.MADV_SEQUENTIAL)
-        except (AttributeError, OSError):
-            pass
+        # (no MADV_SEQUENTIAL: the check pass and the load read the pages twice)
         self.view = memoryview(self.map)
         return self.view
 
