@@ -60,7 +60,9 @@ def verify(data_dir, app_path=None, out=sys.stdout) -> int:
     try:
         app = load_application(app_path or description["app"])
     except FlowstateError as e:
-        print(f"flowstate verify: cannot load the application: {e}", file=sys.stderr)
+        print(f"flowstate verify: cannot load the application: {e}"
+              + ("" if app_path else " (the folder names it; give another with --app DIR)"),
+              file=sys.stderr)
         return 2
     partitions = description["partitions"]
     started = time.perf_counter()
