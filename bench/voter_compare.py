@@ -79,13 +79,14 @@ _FCALL_VOTE = b"*6\r\n$5\r\nFCALL\r\n$4\r\nvote\r\n$1\r\n0\r\n$%d\r\n%b\r\n$%d\r
 class FlowstateServer:
     """``python -m flowstate serve --port 0`` with a temporary data directory."""
 
-    def __init__(self, partitions: int, timeout: float = 60.0):
-        self.dir = tempfile.mkdtemp(prefix="voter-compare-")
+    def __init__(self, partitions: int, durability: str = "off", timeout: float = 60.0):
+        self.dir = tempfile.mkdtemp(prefix="voter-compare-", dir=DATA_ROOT)
         self.log_path = Path(self.dir) / "server.log"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flowstate", "serve", "--port", "0",
-             "--partitions", str(partitions), "--data", str(Path(self.dir) / "data")],
+             "--partitions", str(partitions), "--data", str(Path(self.dir) / "data"),
+             "--durability", durability, "--snapshot-interval", "0"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -112,6 +113,13 @@ class FlowstateServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+#: Where servers started here keep their data: the same disk for both.
+DATA_ROOT = None
+
+#: The Redis persistence that matches each Flowstate durability mode.
+REDIS_EQUIVALENT = {"off": "no", "async": "everysec", "sync": "always"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,12 +129,14 @@ def _free_port() -> int:
 class RedisServer:
     """``redis-server --port P --save '' --appendonly no`` on 127.0.0.1."""
 
-    def __init__(self, binary: str, timeout: float = 10.0):
+    def __init__(self, binary: str, appendfsync: str = "no", timeout: float = 10.0):
         self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="voter-compare-redis-")
+        self.dir = tempfile.mkdtemp(prefix="voter-compare-redis-", dir=DATA_ROOT)
+        aof = (["--appendonly", "no"] if appendfsync == "no" else
+               ["--appendonly", "yes", "--appendfsync", appendfsync])
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
+             *aof, "--dir", self.dir, "--daemonize", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -538,14 +548,15 @@ def _fmt_pct(v) -> str:
 
 
 def print_table(rows: list[dict], redis_kinds: list[str]) -> None:
-    baseline = {(r["connections"], r["inflight"], r["client"]): r["calls_per_s"]
-                for r in rows if r["system"] == "redis"}
+    baseline = {(r["connections"], r["inflight"], r["client"], r.get("durability")):
+                r["calls_per_s"] for r in rows if r["system"] == "redis"}
     headers = ["system", "client", "C×N", "calls/s", "p50 ms", "p99 ms", "p99.9 ms",
                "server CPU %", "calls/server CPU-s", "client CPU %", "failed"]
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
     for r in rows:
-        system = "redis" if r["system"] == "redis" else f"flowstate P={r['partitions']}"
+        system = (f"redis aof={r.get('durability')}" if r["system"] == "redis" else
+                  f"flowstate P={r['partitions']} {r.get('durability') or ''}".rstrip())
         line = [system, r["client"], f"{r['connections']}×{r['inflight']}",
                 f"{r['calls_per_s']:,.0f}", _fmt_ms(r["p50_ms"]), _fmt_ms(r["p99_ms"]),
                 _fmt_ms(r["p999_ms"]), _fmt_pct(r["server_cpu_percent"]),
@@ -553,7 +564,11 @@ def print_table(rows: list[dict], redis_kinds: list[str]) -> None:
                  if r["server_cpu_percent"] else "-"),
                 _fmt_pct(r["client_cpu_percent"]), f"{r['failed']:,}"]
         for kind in redis_kinds:
-            base = baseline.get((r["connections"], r["inflight"], kind))
+            base = baseline.get((r["connections"], r["inflight"], kind,
+                                 REDIS_EQUIVALENT.get(r.get("durability"))))
+            if base is None and len({k[3] for k in baseline}) == 1:     # one running Redis
+                base = next((v for k, v in baseline.items()
+                             if k[:3] == (r["connections"], r["inflight"], kind)), None)
             line.append(f"{r['calls_per_s'] / base:.2f}x"
                         if r["system"] == "flowstate" and base else "")
         table.append(line)
@@ -593,6 +608,18 @@ def main(argv=None) -> int:
                         metavar="KIND[,KIND]",
                         help="Redis client(s): redis-py (pipelines, batch latency) and/or "
                              "resp (per-call closed loop over hiredis) (default: redis-py)")
+    parser.add_argument("--durability", type=_list(str, ["off", "async", "sync"]),
+                        default=["off"], metavar="MODE[,MODE]",
+                        help="Flowstate --durability of the servers started: off, async "
+                             "and/or sync (default: off)")
+    parser.add_argument("--redis-aof", type=_list(str, ["no", "everysec", "always"]),
+                        default=None, metavar="MODE[,MODE]",
+                        help="Redis persistence per run: no (appendonly no), everysec, always "
+                             "(appendfsync); default: the equivalents of --durability "
+                             "(off: no, async: everysec, sync: always)")
+    parser.add_argument("--data-root", metavar="DIR", default=None,
+                        help="where the servers started here keep their data (default: the "
+                             "system's temporary folder)")
     parser.add_argument("--flowstate", metavar="HOST:PORT", default=None,
                         help="use this running Flowstate server instead of starting servers "
                              "(--partitions is then ignored)")
@@ -611,12 +638,13 @@ def main(argv=None) -> int:
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be more than 0 and --warmup not negative")
 
+    global DATA_ROOT
+    DATA_ROOT = args.data_root
     info = machine_info()
     progress = sys.stdout.isatty()
 
     # Redis: which clients can run, and where the server is
     redis_kinds = [] if args.no_redis else list(args.redis_client)
-    redis_server = None
     redis_host = redis_port = None
     redis_pids = []
     if redis_kinds:
@@ -639,21 +667,23 @@ def main(argv=None) -> int:
             print(f"voter_compare: Redis is skipped, missing {' and '.join(missing)}; "
                   f"running Flowstate only", file=sys.stderr)
             redis_kinds = []
+    redis_modes = list(args.redis_aof or dict.fromkeys(REDIS_EQUIVALENT[d]
+                                                       for d in args.durability))
     if redis_kinds:
         if args.redis:
             host, _, port = args.redis.rpartition(":")
             redis_host, redis_port = host or "127.0.0.1", int(port)
             redis_pids = process_tree(args.redis_pid) if args.redis_pid else []
+            redis_modes = ["(running server)"]
             info.append(("redis", f"{args.redis} (running server)"))
         else:
-            redis_server = RedisServer(binary)
-            redis_host, redis_port, redis_pids = "127.0.0.1", redis_server.port, redis_server.pids
-            info.append(("redis", f"{_redis_version(binary)}, started here: --port "
-                                  f"{redis_server.port} --save '' --appendonly no"))
-        redis_setup(redis_host, redis_port, args.contestants)
+            info.append(("redis", f"{_redis_version(binary)}, started here per run: "
+                                  f"--save '' and appendonly no / appendfsync "
+                                  f"{'/'.join(m for m in redis_modes if m != 'no')}"))
 
     flowstate_runs = [] if args.no_flowstate else (
-        [None] if args.flowstate else list(args.partitions))
+        [(None, None)] if args.flowstate else
+        [(p, d) for d in args.durability for p in args.partitions])
 
     print("Voter: Flowstate and Redis side by side")
     for key, value in info:
@@ -666,46 +696,54 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     status = 0
     common = dict(warmup=args.warmup, duration=args.duration, max_votes=args.max_votes)
-    try:
-        for index, (connections, inflight) in enumerate(args.shapes):
-            seed = args.seed + index
-            for kind in redis_kinds:
-                print(f"redis ({kind}), {connections}x{inflight} ...", flush=True)
-                redis_reset_votes(redis_host, redis_port)
-                generator = PhoneCallGenerator(args.contestants, seed=seed)
-                figures = run_redis(kind, redis_host, redis_port, connections=connections,
-                                    inflight=inflight, generator=generator,
-                                    server_pids=redis_pids, progress=progress, **common)
-                on_server = redis_results_total(redis_host, redis_port)
-                figures.update(system="redis", client=kind, partitions=None,
-                               connections=connections, inflight=inflight, seed=seed,
-                               results_match=on_server == figures["total_accepted"])
-                rows.append(figures)
-            for partitions in flowstate_runs:
-                server = None
-                if partitions is None:
-                    address = args.flowstate
-                    pids = process_tree(args.flowstate_pid) if args.flowstate_pid else []
-                else:
-                    server = FlowstateServer(partitions)
-                    address, pids = server.address, server.pids
-                print(f"flowstate ({server.partitions if server else '?'} partition(s)), "
-                      f"{connections}x{inflight} ...", flush=True)
-                try:
-                    figures = run_flowstate(address, connections=connections, inflight=inflight,
-                                            contestants=args.contestants, seed=seed,
-                                            server_pids=pids, progress=progress, **common)
-                finally:
-                    if server is not None:
-                        server.stop()
-                figures.pop("_results_table", None)
-                figures.update(client="flowstate-aio", total_accepted=
-                               figures["total"]["outcomes"]["accepted"],
-                               total_failed=figures["total"]["failed"])
-                rows.append(figures)
-    finally:
-        if redis_server is not None:
-            redis_server.stop()
+    for index, (connections, inflight) in enumerate(args.shapes):
+        seed = args.seed + index
+        for mode in (redis_modes if redis_kinds else []):
+            redis_server = None
+            if not args.redis:
+                redis_server = RedisServer(binary, appendfsync=mode)
+                redis_host, redis_port, redis_pids = ("127.0.0.1", redis_server.port,
+                                                      redis_server.pids)
+            try:
+                redis_setup(redis_host, redis_port, args.contestants)
+                for kind in redis_kinds:
+                    print(f"redis (aof {mode}, {kind}), {connections}x{inflight} ...", flush=True)
+                    redis_reset_votes(redis_host, redis_port)
+                    generator = PhoneCallGenerator(args.contestants, seed=seed)
+                    figures = run_redis(kind, redis_host, redis_port, connections=connections,
+                                        inflight=inflight, generator=generator,
+                                        server_pids=redis_pids, progress=progress, **common)
+                    on_server = redis_results_total(redis_host, redis_port)
+                    figures.update(system="redis", client=kind, partitions=None,
+                                   durability=mode, connections=connections,
+                                   inflight=inflight, seed=seed,
+                                   results_match=on_server == figures["total_accepted"])
+                    rows.append(figures)
+            finally:
+                if redis_server is not None:
+                    redis_server.stop()
+        for partitions, durability in flowstate_runs:
+            server = None
+            if partitions is None:
+                address = args.flowstate
+                pids = process_tree(args.flowstate_pid) if args.flowstate_pid else []
+            else:
+                server = FlowstateServer(partitions, durability)
+                address, pids = server.address, server.pids
+            print(f"flowstate ({server.partitions if server else '?'} partition(s), "
+                  f"durability {durability or '?'}), {connections}x{inflight} ...", flush=True)
+            try:
+                figures = run_flowstate(address, connections=connections, inflight=inflight,
+                                        contestants=args.contestants, seed=seed,
+                                        server_pids=pids, progress=progress, **common)
+            finally:
+                if server is not None:
+                    server.stop()
+            figures.pop("_results_table", None)
+            figures.update(client="flowstate-aio", durability=durability, total_accepted=
+                           figures["total"]["outcomes"]["accepted"],
+                           total_failed=figures["total"]["failed"])
+            rows.append(figures)
 
     print()
     print_table(rows, redis_kinds)
@@ -713,12 +751,14 @@ def main(argv=None) -> int:
     print("calls/s: Vote calls answered per second in the measured window (every outcome); "
           "latency: per call as the client saw it (redis-py with N > 1: the pipeline's round "
           "trip); CPU: % of one core over the window (server: all its processes; client: "
-          "this process); calls/server CPU-s: calls/s / server cores busy; vs KIND: Flowstate calls/s / Redis calls/s with that client, same "
-          "shape.")
+          "this process); calls/server CPU-s: calls/s / server cores busy; vs KIND: "
+          "Flowstate calls/s / Redis calls/s with that client, same shape, matching "
+          "durability (off~no, async~everysec, sync~always).")
     for r in rows:
         shape = f"{r['connections']}x{r['inflight']}"
-        name = (f"redis ({r['client']}) {shape}" if r["system"] == "redis"
-                else f"flowstate P={r['partitions']} {shape}")
+        name = (f"redis aof={r.get('durability')} ({r['client']}) {shape}"
+                if r["system"] == "redis" else
+                f"flowstate P={r['partitions']} {r.get('durability')} {shape}")
         o = r["outcomes"]
         print(f"  {name}: accepted {o['accepted']:,}, invalid {o['invalid_contestant']:,}, "
               f"over limit {o['over_limit']:,}, errors {r['errors'] or 'none'}; votes on the "

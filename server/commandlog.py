@@ -51,8 +51,9 @@ Payloads:
 
 Durability modes:
     sync   an answer leaves only after every record appended before it is
-           fsynced; records gathered while an fsync runs share the next
-           one (group commit)
+           fsynced: once per loop turn, the records of every call handled in
+           that turn are written and fsynced together (group commit), in
+           the loop thread
     async  answers leave at once; the log is written and fsynced every
            ``fsync_interval_ms``
     off    no log
@@ -361,6 +362,20 @@ class CommandLog:
         held, self.held = self.held, []
         self.writing = True
         self.in_flight = len(records)
+        if self.mode == "sync":
+            # Inline: the loop would only wait for the answers anyway, and a
+            # handoff to the writer thread costs a GIL switch each way,
+            # measurably more than the fsync itself (bench/RESULTS.md).
+            # Calls that arrive meanwhile wait in the socket buffers and
+            # make the next group larger.
+            future = concurrent.futures.Future()
+            try:
+                self._write(records)
+                future.set_result(None)
+            except Exception as e:
+                future.set_exception(e)
+            self._written(future, records, held)
+            return
         future = self.executor.submit(self._write, records)
         future.add_done_callback(
             lambda f: self.loop.call_soon_threadsafe(self._written, f, records, held))

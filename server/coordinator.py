@@ -444,6 +444,12 @@ class CoordinatorNode(Node):
         started = time.monotonic()
         data_dir = self.config["data_dir"]
         try:
+            if not self.mp_seq_known:
+                # as in _run: the partitions may know of later numbers than
+                # this log (a cut is one: it must never be given out twice)
+                for stats in channels.request_all([STATS, next(channels.seq)]):
+                    self.mp_seq = max(self.mp_seq, stats.get("last_mp_seq") or 0)
+                self.mp_seq_known = True
             self.mp_seq += 1
             cut = self.mp_seq
             txn_id = (cut << MP_TAG_BITS) | ((1 << MP_TAG_BITS) - 1)
@@ -568,7 +574,20 @@ class CoordinatorNode(Node):
             error = ProcedureError(f"{bound.name} failed: {type(e).__name__}: {e}")
             outcome = (error.code, None, error.message)
         else:
-            if self.command_log is not None and (channels.writes or key is not None):
+            if self.command_log is not None and channels.writes:
+                # Prepare: every partition must still hold this transaction
+                # open. One that died and came back (recovered without these
+                # writes) would never apply a logged decision.
+                try:
+                    for i, stats in enumerate(channels.request_all([STATS, next(channels.seq)])):
+                        if stats.get("open_txn") != txn_id:
+                            raise UnavailableError(f"partition {i} restarted during {bound.name}")
+                except FlowstateError as e:
+                    error = UnavailableError(f"{bound.name} was not committed: {e.message}")
+                    outcome = (error.code, None, error.message)
+                    key = None
+            if outcome is None and self.command_log is not None and (
+                    channels.writes or key is not None):
                 try:
                     self.command_log.write_now(pack([LOG_DECISION, mp_seq, txn_id, now,
                                                      channels.writes, key, 0, result]))
@@ -577,8 +596,6 @@ class CoordinatorNode(Node):
                                              f"log cannot be written ({e})")
                     outcome = (error.code, None, error.message)
                     key = None                      # not an outcome to remember
-            else:
-                error = None
             if self.command_log is None or outcome is None:
                 return self._commit(request_id, bound, key, result, data)
         self.mp_aborts += 1

@@ -252,6 +252,9 @@ class PartitionNode(Node):
         kind, seq = message[0], message[1]
         try:
             if kind == MP_FRAGMENT:
+                if self.mp_txn is None:
+                    raise ProtocolError("no multi-partition transaction is open here (this "
+                                        "partition may have restarted since it began)")
                 result = self.partition.run_fragment(message[2], message[3], message[4])
                 if message[3] in WRITE_OPS:
                     self.mp_writes.append(message[2:5])
@@ -396,6 +399,7 @@ class PartitionNode(Node):
         stats["pid"] = __import__("os").getpid()
         stats["last_mp_seq"] = self.partition.last_mp_seq
         stats["in_doubt"] = self.in_doubt
+        stats["open_txn"] = None if self.mp_txn is None else self.mp_txn[0]
         stats["snapshot"] = None if self.snapshot is None else {
             k: v for k, v in self.snapshot.items() if k not in ("pid", "marker")}
         stats["command_log"] = (None if self.command_log is None

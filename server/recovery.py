@@ -32,7 +32,7 @@ from pathlib import Path
 from flowstate.errors import FlowstateError
 from flowstate.protocol import pack, unpack
 from flowstate.server.commandlog import (CALL, CUT, DECISION, HEADER_BYTES, MP, OUTCOME,
-                                         LogCorruptError, LogReader)
+                                         LogCorruptError, LogReader, segment_paths)
 from flowstate.server.snapshot import load_snapshot, verify_snapshot
 from flowstate.server.snapshot_folder import complete_snapshots, partition_file
 
@@ -110,6 +110,14 @@ def recover_partition(partition, data_dir) -> dict:
         last_mp = snapshot["cut"]
         if snapshot["log_segment"] is not None:
             start = (snapshot["log_segment"], HEADER_BYTES)
+    else:
+        segments = segment_paths(reader.directory)
+        if segments and int(segments[0].stem) != 1:
+            raise LogCorruptError(
+                f"partition {pid}: no usable snapshot, and the command log starts at segment "
+                f"{int(segments[0].stem)}: the segments before it were deleted once a "
+                f"snapshot held their changes, so the log alone would give a partial state. "
+                f"Restore the snapshots (or the data folder) from a backup.")
     skipping = snapshot is not None and start is not None
     for _, _, payload in reader.records(start):
         record = unpack(payload)
@@ -125,6 +133,15 @@ def recover_partition(partition, data_dir) -> dict:
             last_mp = record[1]
         elif kind == OUTCOME:
             partition.remember(record[1], (record[2], record[3], record[4]))
+        elif kind == CUT:
+            # A snapshot's cut is a multi-partition transaction too (one that
+            # wrote nothing, so no MP record and no DECISION): count it, or the
+            # coordinator, restarting after a fall-back to an older snapshot or
+            # a failed one, would give the next snapshot the same cut number,
+            # and recovery from it would stop skipping at the older CUT record
+            # and replay what that snapshot already holds.
+            last_mp = max(last_mp, record[1])
+            continue
         progress.tick()
     if skipping:
         raise LogCorruptError(
