@@ -169,6 +169,7 @@ class AsyncClient(ClusterConnections):
         self._sweeper: asyncio.Task | None = None
         self._closed = False
         self._max_frame = 1 << 20
+        self._reopen_after: dict[int, float] = {}
 
     # -- connecting -------------------------------------------------------------------
 
@@ -279,7 +280,29 @@ class AsyncClient(ClusterConnections):
                 direct = self.direct[owner]
                 if direct is not None and not direct.closed:
                     conn = direct
+                elif self.affinity:
+                    self._reopen_later(owner)
         return conn
+
+    def _reopen_later(self, partition: int) -> None:
+        """A partition's direct connection is gone (it restarted): calls go
+        through the main connection meanwhile; try to reopen it, at most
+        once a second."""
+        now = time.monotonic()
+        if now < self._reopen_after.get(partition, 0.0):
+            return
+        self._reopen_after[partition] = now + 1.0
+
+        async def reopen():
+            try:
+                conn = await asyncio.wait_for(self._open(self.cluster.addresses[partition]), 1.0)
+            except (OSError, asyncio.TimeoutError):
+                return
+            if partition < len(self.direct) and self.direct[partition] is None:
+                self.direct[partition] = conn
+            else:
+                conn.transport.close()
+        self.loop.create_task(reopen())
 
     def _submit(self, conn: _Connection, waiter, procedure, params, timeout, idempotency_key):
         request_id = next(self.request_ids)

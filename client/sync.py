@@ -153,6 +153,7 @@ class Client(ClusterConnections):
         self._lock = threading.Lock()
         self._closed = False
         self._max_frame = 1 << 20
+        self._reopen_after: dict[int, float] = {}
         self.connect()
 
     def __enter__(self) -> Client:
@@ -228,7 +229,24 @@ class Client(ClusterConnections):
                 candidate = direct[owner]
                 if candidate is not None and not candidate.closed:
                     conn = candidate
+                elif self.affinity:
+                    conn = self._reopen(owner) or conn
         return conn
+
+    def _reopen(self, partition: int):
+        """A partition's direct connection is gone (it restarted): try to
+        reopen it, at most once a second; None means use the main one."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._reopen_after.get(partition, 0.0):
+                return None
+            self._reopen_after[partition] = now + 1.0
+            try:
+                conn = _Connection(self.cluster.addresses[partition], 1.0)
+            except OSError:
+                return None
+            self.direct[partition] = conn
+            return conn
 
     def call(self, procedure: str, *params, timeout: float | None = ...,
              idempotency_key=None, retry: bool | None = None) -> Response:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -76,11 +77,13 @@ DEFAULT_LIMITS = {
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor_pid: int) -> None:
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+    if os.getppid() != supervisor_pid:     # the supervisor died before prctl took hold
+        os._exit(1)
 
 
 class _Child:
@@ -230,7 +233,7 @@ def _spawn(name: str, module: str, config: dict, sock: socket.socket) -> _Child:
     process = subprocess.Popen(
         [sys.executable, "-P", "-m", module, json.dumps(config)],
         pass_fds=(sock.fileno(), write_fd), start_new_session=True,
-        preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+        preexec_fn=functools.partial(_die_with_parent, os.getpid()), stdin=subprocess.DEVNULL)
     os.close(write_fd)
     log.info("started %s (pid %d, port %d)", name, process.pid, sock.getsockname()[1])
     child = _Child(name, process, read_fd, sock.getsockname()[1])

@@ -668,6 +668,12 @@ def test_a_dead_partition_is_restarted_while_the_others_serve(tmp_path):
                    f"restarting it" in s.log
             assert s.process.poll() is None
             assert c.call("Total").result == 5 * len(mine) + len(mine) + 7
+            # the driver reopens its direct connection to the restarted partition
+
+            def direct_again():
+                c.call("Balance", mine[0])
+                return c.direct[1] is not None and not c.direct[1].closed
+            wait_until(direct_again, what="the direct connection to partition 1")
     finally:
         s.stop()
         s.kill()
