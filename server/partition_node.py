@@ -19,8 +19,10 @@ value under the topology (or the cluster has one partition).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -306,11 +308,13 @@ class PartitionNode(Node):
             marker = command_log.appended
         started = time.perf_counter()
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:                         # the child: write, report, exit
             status = 1
             try:
                 os.close(read_fd)
+                _die_with_parent(parent)
                 if partition.store.in_transaction:
                     partition.store.rollback()      # the cut's own, empty transaction
                 written = write_snapshot(partition.store, path, meta)
@@ -405,6 +409,19 @@ class PartitionNode(Node):
         stats["command_log"] = (None if self.command_log is None
                                 else self.command_log.statistics())
         return stats
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked snapshot writer: be killed when the partition dies (the
+    death signal is not inherited across fork). An orphaned writer's file
+    is never used, and it would go on writing into the snapshot folder
+    that the restarted server uses."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:           # it died before the signal was set
+        os._exit(1)
 
 
 def _unsendable(name: str, e: Exception) -> InternalError:

@@ -125,18 +125,22 @@ def describe(data_dir) -> list[dict]:
         manifest_path = directory / MANIFEST
         entry = {"cut": int(directory.name), "path": str(directory),
                  "complete": manifest_path.is_file()}
-        files = sorted(directory.glob("p*.fssnap"))
-        entry["bytes"] = sum(f.stat().st_size for f in files)
-        entry["files"] = len(files)
-        if entry["complete"]:
-            try:
-                manifest = json.loads(manifest_path.read_text())
-                entry.update(created_at=manifest.get("created_at"), rows=manifest.get("rows"),
-                             seconds=manifest.get("seconds"))
-            except (OSError, ValueError):
-                entry["complete"] = False
-        else:
-            entry["created_at"] = directory.stat().st_mtime
+        try:                            # pruning may delete it meanwhile
+            files = sorted(directory.glob("p*.fssnap"))
+            entry["bytes"] = sum(f.stat().st_size for f in files)
+            entry["files"] = len(files)
+            if entry["complete"]:
+                try:
+                    manifest = json.loads(manifest_path.read_text())
+                    entry.update(created_at=manifest.get("created_at"),
+                                 rows=manifest.get("rows"), seconds=manifest.get("seconds"),
+                                 reason=manifest.get("reason"))
+                except ValueError:
+                    entry["complete"] = False
+            else:
+                entry["created_at"] = directory.stat().st_mtime
+        except FileNotFoundError:
+            continue
         entries.append(entry)
     return entries
 

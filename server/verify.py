@@ -80,7 +80,8 @@ def verify(data_dir, app_path=None, out=sys.stdout) -> int:
     state = cluster_state_hash(app.catalog, hashes)
     seconds = time.perf_counter() - started
     print(f"{data}: application {app.name}, {partitions} partition(s); {replayed:,} "
-          f"transactions replayed in {seconds:.2f} s", file=out)
+          f"transactions replayed", file=out)
+    print(f"(recovered in {seconds:.2f} s)", file=sys.stderr)
     width = max(len(name) for name in state["tables"])
     for name, entry in state["tables"].items():
         note = "  (replicated copies differ!)" if entry.get("copies_differ") else ""
