@@ -80,7 +80,8 @@ def _serve(args) -> int:
                  durability=args.durability, fsync_interval_ms=args.fsync_interval_ms,
                  segment_bytes=args.log_segment_mb << 20,
                  snapshot_interval_s=args.snapshot_interval,
-                 snapshot_log_bytes=args.snapshot_log_mb << 20)
+                 snapshot_log_bytes=args.snapshot_log_mb << 20,
+                 idempotency_window=args.idempotency_window)
 
 
 def _positive(text: str) -> int:
@@ -137,6 +138,10 @@ def _add_serve(sub) -> None:
     serve.add_argument("--snapshot-log-mb", type=int, default=1024, metavar="MB",
                        help="take a snapshot when a partition's command log passes MB; "
                             "0: not by size (default: %(default)s)")
+    serve.add_argument("--idempotency-window", type=_positive, default=100_000, metavar="N",
+                       help="idempotency keys whose outcome each partition (and the "
+                            "coordinator) remembers, the oldest forgotten first; a retry "
+                            "within the window gets the first outcome (default: %(default)s)")
     serve.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES,
                        metavar="N", help="largest frame accepted (default: %(default)s)")
     serve.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,

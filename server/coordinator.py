@@ -641,7 +641,7 @@ class CoordinatorNode(Node):
 
     def _remember(self, key, outcome) -> None:
         self.outcomes[key] = outcome
-        if len(self.outcomes) > 100_000:
+        if len(self.outcomes) > self.config.get("idempotency_window", 100_000):
             self.outcomes.popitem(last=False)
 
 

@@ -455,9 +455,10 @@ class Node:
     # -- running -----------------------------------------------------------------
 
     def run(self) -> int:
-        # The command log's writer thread needs the GIL for a moment after
-        # each fsync; with the default 5 ms switch interval a busy loop makes
-        # it wait that long, which would be every answer's latency.
+        # The coordinator's worker thread needs the GIL back after every
+        # fragment's round trip (and the async command log's writer after
+        # each fsync); with the default 5 ms switch interval a busy loop
+        # makes it wait that long each time.
         sys.setswitchinterval(0.0002)
         try:
             import uvloop

@@ -188,7 +188,8 @@ FRAGMENT_OPS = frozenset({"len", "get", "insert", "upsert", "update", "delete", 
 class Partition:
     """Runs an application's procedures serially against its own store."""
 
-    #: How many idempotency keys' outcomes a partition remembers.
+    #: How many idempotency keys' outcomes a partition remembers by default
+    #: (the oldest are forgotten first; `flowstate serve --idempotency-window`).
     IDEMPOTENCY_MEMORY = 100_000
 
     def __init__(self, app: Application | str | None = None, partition_id: int = 0,
@@ -218,6 +219,7 @@ class Partition:
         self.determinism_faults = 0
         self.latency = LatencyHistogram()
         self.outcomes: collections.OrderedDict = collections.OrderedDict()
+        self.idempotency_window = self.IDEMPOTENCY_MEMORY
         self._replicated = [self.store.tables[t.name] for t in app.catalog.tables.values()
                             if t.is_replicated]
         self._protect_replicated(partitions > 1)
@@ -342,7 +344,7 @@ class Partition:
     def remember(self, key, outcome) -> None:
         outcomes = self.outcomes
         outcomes[key] = outcome
-        if len(outcomes) > self.IDEMPOTENCY_MEMORY:
+        if len(outcomes) > self.idempotency_window:
             outcomes.popitem(last=False)
 
     # -- multi-partition fragments ----------------------------------------

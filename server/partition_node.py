@@ -59,6 +59,8 @@ class PartitionNode(Node):
         self.procedures = self.partition.procedures
         for bound in self.procedures.values():
             bound.max_params = self.limits["max_params"]
+        self.partition.idempotency_window = config.get("idempotency_window",
+                                                       Partition.IDEMPOTENCY_MEMORY)
         self.mp_connection: Connection | None = None
         self.mp_txn: tuple[int, int] | None = None
         self.mp_writes: list = []

@@ -123,7 +123,7 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
           log_level: str = "INFO", partition_ports: list[int] | None = None,
           durability: str = "sync", fsync_interval_ms: float = 10.0,
           segment_bytes: int = 64 << 20, snapshot_interval_s: float = 1800.0,
-          snapshot_log_bytes: int = 1 << 30) -> int:
+          snapshot_log_bytes: int = 1 << 30, idempotency_window: int = 100_000) -> int:
     """Run the server until SIGINT/SIGTERM; return the exit status."""
     setup_logging("supervisor", log_level)
     limits = {**DEFAULT_LIMITS, **(limits or {})}
@@ -185,7 +185,7 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
         "data_dir": str(data), "limits": limits, "log_level": log_level,
         "durability": durability, "fsync_interval_ms": fsync_interval_ms,
         "segment_bytes": segment_bytes, "snapshot_interval_s": snapshot_interval_s,
-        "snapshot_log_bytes": snapshot_log_bytes,
+        "snapshot_log_bytes": snapshot_log_bytes, "idempotency_window": idempotency_window,
     }
     stop_requested = []
 
