@@ -8,14 +8,18 @@ reads the client port and the child processes' pids from the log.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["ServerProcess", "pid_alive"]
+from flowstate.routing import Topology
+
+__all__ = ["ServerProcess", "pid_alive", "free_port_run", "owned_by", "wait_until"]
 
 _READY = re.compile(r"ready: application \S+ on (\S+):(\d+) with (\d+) partition")
 _STARTED = re.compile(r"started (partition \d+|coordinator) \(pid (\d+), port (\d+)\)")
@@ -95,3 +99,59 @@ class ServerProcess:
         if self.process.poll() is None:
             self.stop()
         self.kill()
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition"):
+    """Poll ``predicate`` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def owned_by(partition: int, start: int, count: int, partitions: int = 2) -> list[int]:
+    """``count`` integer keys from ``start`` up that ``partition`` owns."""
+    topology = Topology(partitions)
+    found, key = [], start
+    while len(found) < count:
+        if topology.partition_of(key) == partition:
+            found.append(key)
+        key += 1
+    return found
+
+
+def free_port_run(count: int = 3) -> int:
+    """A port p with p .. p+count-1 all free just now (the server listens on
+    its port and one more per partition). Picked below the kernel's range
+    of ephemeral ports, so that no outgoing connection on this (shared)
+    machine takes one of them between a stop and the next start."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.Random()
+    for _ in range(500):
+        if ephemeral_low - count > 10_000:
+            port = rng.randrange(10_000, ephemeral_low - count)
+        else:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        socks = []
+        try:
+            for p in range(port, port + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports found")

@@ -53,7 +53,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -67,7 +66,7 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, ExpiredErro
                               FlowstateError, OverloadedError, UnavailableError, UserAbortError)
 from flowstate.routing import Topology
 
-from server_harness import pid_alive
+from server_harness import free_port_run, owned_by, pid_alive
 
 LEDGER = Path(__file__).resolve().parent / "apps" / "ledger"
 PARTITIONS = 2
@@ -92,44 +91,8 @@ def seed_from_environment() -> int:
     return int(value) if value else random.SystemRandom().randrange(1 << 32)
 
 
-def owned_by(partition: int, start: int, count: int) -> list[int]:
-    found, key = [], start
-    while len(found) < count:
-        if TOPOLOGY.partition_of(key) == partition:
-            found.append(key)
-        key += 1
-    return found
 
 
-def free_port_run(count: int = PARTITIONS + 1) -> int:
-    """A port p with p .. p+count-1 free just now, below the ephemeral range
-    (so no outgoing connection takes one between a kill and the restart)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    rng = random.Random()
-    for _ in range(500):
-        if ephemeral_low - count > 10_000:
-            port = rng.randrange(10_000, ephemeral_low - count)
-        else:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-        socks = []
-        try:
-            for p in range(port, port + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports found")
 
 
 def wait_for(predicate, timeout: float, what: str):

@@ -2,7 +2,6 @@
 written into temporary folders."""
 
 import datetime as dt
-import textwrap
 
 import pytest
 

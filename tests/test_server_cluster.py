@@ -37,7 +37,7 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, ParameterEr
                               UserAbortError)
 from flowstate.routing import Topology
 
-from server_harness import ServerProcess, pid_alive
+from server_harness import ServerProcess, free_port_run, owned_by, pid_alive, wait_until
 
 BANK = Path(__file__).resolve().parent / "apps" / "bank"
 TOPOLOGY = Topology(2)
@@ -51,55 +51,10 @@ PROCEDURES = {"Open", "Deposit", "Balance", "WhereIs", "Census", "Tag", "TagCens
 # (and 1e9+ / negative / 2**62+), transfers 20M, rollback 30M (+1e9),
 # replicated 40M, idempotency 50M-51M, timeouts 52M, async routing 70M-80M.
 
-def owned_by(partition: int, start: int, count: int) -> list[int]:
-    """``count`` account ids from ``start`` up that ``partition`` owns."""
-    found, key = [], start
-    while len(found) < count:
-        if TOPOLOGY.partition_of(key) == partition:
-            found.append(key)
-        key += 1
-    return found
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
-def free_port_run(count: int = 3) -> int:
-    """A port p with p .. p+count-1 all free just now (the server listens on
-    its port and one more per partition). Picked below the kernel's range
-    of ephemeral ports, so that no outgoing connection on this (shared)
-    machine takes one of them between a stop and the next start."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    rng = random.Random()
-    for _ in range(500):
-        if ephemeral_low - count > 10_000:
-            port = rng.randrange(10_000, ephemeral_low - count)
-        else:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-        socks = []
-        try:
-            for p in range(port, port + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports found")
 
 
 def serve_command(data: Path, *extra: str) -> list[str]:

@@ -41,22 +41,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from flowstate.client import AsyncClient, Client
 from flowstate.errors import UnavailableError
-from flowstate.routing import Topology
 from flowstate.server.commandlog import segment_paths
 from flowstate.server.recovery import log_directory
 from flowstate.server.snapshot_folder import KEEP, partition_file, snapshot_directory
 
-from server_harness import ServerProcess, pid_alive
+from server_harness import ServerProcess, owned_by, pid_alive, wait_until
 
 BANK = Path(__file__).resolve().parent / "apps" / "bank"
-TOPOLOGY = Topology(2)
 #: 1 MiB log segments; no snapshot by time unless a test asks for one.
 SERVE = ("--log-segment-mb", "1", "--snapshot-interval", "0")
 MAX_VOTES = 2
@@ -64,15 +61,6 @@ MAX_VOTES = 2
 
 # -- helpers ------------------------------------------------------------------------
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def crash(server: ServerProcess, *more_pids: int) -> None:
@@ -324,13 +312,6 @@ def test_snapshot_under_load_survives_kill_9(tmp_path):
 
 # -- 2. a damaged newest snapshot: fall back to the one before ---------------------------
 
-def owned_by(partition: int, start: int, count: int) -> list[int]:
-    found, key = [], start
-    while len(found) < count:
-        if TOPOLOGY.partition_of(key) == partition:
-            found.append(key)
-        key += 1
-    return found
 
 
 class Bank:
