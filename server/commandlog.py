@@ -259,6 +259,8 @@ class CommandLog:
         self.scheduled = False
         self.failed: BaseException | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
+        self.preparing = None              # (segment number, future of its temporary path)
+        self.builder = None                # the thread that builds the next segment
         self.appended = 0
         self.in_flight = 0                  # records the writer thread has now
         self.fsyncs = 0
@@ -287,22 +289,65 @@ class CommandLog:
         if self.mode == "async":
             loop.call_later(self.fsync_interval, self._tick)
 
-    def _new_segment(self, number: int, at_least: int = 0) -> None:
-        path = self.directory / _segment_name(number)
-        size = max(self.segment_bytes, HEADER_BYTES + at_least + 8)
-        # Built under a temporary name and renamed whole: a reader (this
-        # owner's recovery, or a partition reading the coordinator's log)
-        # never sees a segment without its header.
-        temporary = path.with_suffix(".new")
+    def _build_segment(self, number: int, size: int) -> Path:
+        """A complete segment under a temporary name: header, then zeros
+        written (not just allocated) to ``size``, fsynced. Written zeros
+        make every later fdatasync a data flush only: on allocated-but-
+        unwritten extents each one would also commit the file system's
+        journal (measured: a third slower, and more at p99)."""
+        temporary = (self.directory / _segment_name(number)).with_suffix(".new")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(fd, 0, size)
+            zeros = bytes(1 << 20)
+            for offset in range(0, size, len(zeros)):
+                os.pwrite(fd, zeros[:size - offset], offset)
             os.pwrite(fd, _header(self.owner, number), 0)
             os.fsync(fd)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)
+        return temporary
+
+    def _prepare_next(self) -> None:
+        """Past half the segment: build the next one in the background, so
+        that rotating is a rename."""
+        if self.preparing is None and self.offset > self.capacity // 2:
+            number = self.segment + 1
+            if self.builder is None:
+                self.builder = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="command-log-segments")
+            self.preparing = (number, self.builder.submit(self._build_segment, number,
+                                                          self.segment_bytes))
+
+    def _new_segment(self, number: int, at_least: int = 0) -> None:
+        path = self.directory / _segment_name(number)
+        size = max(self.segment_bytes, HEADER_BYTES + at_least + 8)
+        temporary = None
+        if self.preparing is not None:
+            prepared, future = self.preparing
+            self.preparing = None
+            # Not started yet: build it here rather than wait for it.
+            if prepared == number and size == self.segment_bytes and not future.cancel():
+                try:
+                    temporary = future.result()
+                except Exception:
+                    temporary = None        # build it here instead
+        # Built under a temporary name and renamed whole: a reader (this
+        # owner's recovery, or a partition reading the coordinator's log)
+        # never sees a segment without its header.
+        if temporary is None:
+            temporary = self._build_segment(number, size)
+        try:
             os.rename(temporary, path)
             _fsync_directory(self.directory)
+            fd = os.open(path, os.O_WRONLY)
         except BaseException:
-            os.close(fd)
             for leftover in (temporary, path):
                 try:
                     os.unlink(leftover)
@@ -318,6 +363,8 @@ class CommandLog:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        if self.builder is not None:
+            self.builder.shutdown(wait=True)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -448,6 +495,7 @@ class CommandLog:
             raise
         self.fsync_seconds += time.perf_counter() - started
         self.fsyncs += 1
+        self._prepare_next()
 
     def _pwrite(self, data: bytes) -> None:
         view = memoryview(data)
@@ -483,6 +531,7 @@ class CommandLog:
         self.appended += 1
         if self.mode == "sync":
             self.fsyncs += 1
+        self._prepare_next()
 
     def sync_now(self) -> None:
         if self.fd >= 0:
