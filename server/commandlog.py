@@ -261,6 +261,7 @@ class CommandLog:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
         self.preparing = None              # (segment number, future of its temporary path)
         self.builder = None                # the thread that builds the next segment
+        self.build_ahead = True
         self.appended = 0
         self.in_flight = 0                  # records the writer thread has now
         self.fsyncs = 0
@@ -317,7 +318,7 @@ class CommandLog:
     def _prepare_next(self) -> None:
         """Past half the segment: build the next one in the background, so
         that rotating is a rename."""
-        if self.preparing is None and self.offset > self.capacity // 2:
+        if self.build_ahead and self.preparing is None and self.offset > self.capacity // 2:
             number = self.segment + 1
             if self.builder is None:
                 self.builder = concurrent.futures.ThreadPoolExecutor(

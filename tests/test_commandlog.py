@@ -222,12 +222,14 @@ def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch):
     async def main():
         log = CommandLog(tmp_path, 0, "sync", segment_bytes=4096)
         log.open(asyncio.get_running_loop(), None)
+        # from now on no segment can be made, not even the next one the log
+        # builds ahead in the background once the current one is half full
+        monkeypatch.setattr(os, "posix_fallocate", fallocate)
         for p in first:
             log.append(p)
         conn = FakeConnection()
         log.hold(conn, b"first")
         await conn.event.wait()
-        monkeypatch.setattr(os, "posix_fallocate", fallocate)
         for p in second:
             log.append(p)
         conn = FakeConnection()
@@ -257,6 +259,7 @@ def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch):
 
 def test_write_now_after_a_failed_rotation(tmp_path, monkeypatch):
     log = CommandLog(tmp_path, -1, "sync", segment_bytes=4096)
+    log.build_ahead = False         # every rotation builds its segment, and can fail, here
     log.open(None, None)
     payloads = [payload(i, pad=200) for i in range(40)]
     real_fallocate = os.posix_fallocate
