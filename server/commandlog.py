@@ -447,7 +447,10 @@ class CommandLog:
             log.warning("the command log is writable again")
             self.failed = None
         self._release(held)
-        if self.records or self.held:
+        # sync: what gathered meanwhile is waited for, so write it now;
+        # async: the next tick writes it (writing back to back would keep
+        # the writer thread, and the GIL handoffs, busy all the time)
+        if self.held or (self.records and self.mode == "sync"):
             self._start()
 
     def _retry(self) -> None:
