@@ -36,7 +36,7 @@ from flowstate.server.commandlog import (CALL, HEADER_BYTES, CommandLog, LogCorr
                                          LogReader, segment_paths)
 from flowstate.server.recovery import log_directory
 
-from server_harness import ServerProcess, pid_alive
+from server_harness import ServerProcess, owned_by, pid_alive
 
 TOPOLOGY = Topology(2)
 
@@ -470,12 +470,7 @@ SERVE_EXTRA = ("--log-segment-mb", "1")
 
 def phones(partition: int, start: int, count: int) -> list[int]:
     """``count`` phone numbers from ``start`` up that ``partition`` owns."""
-    found, phone = [], start
-    while len(found) < count:
-        if TOPOLOGY.partition_of(phone) == partition:
-            found.append(phone)
-        phone += 1
-    return found
+    return owned_by(partition, start, count)
 
 
 def crash(server: ServerProcess) -> None:

@@ -66,7 +66,7 @@ from flowstate.errors import (CallTimeoutError, ConnectionLostError, ExpiredErro
                               FlowstateError, OverloadedError, UnavailableError, UserAbortError)
 from flowstate.routing import Topology
 
-from server_harness import free_port_run, owned_by, pid_alive
+from server_harness import free_port_run, owned_by, pid_alive, wait_until
 
 LEDGER = Path(__file__).resolve().parent / "apps" / "ledger"
 PARTITIONS = 2
@@ -93,17 +93,6 @@ def seed_from_environment() -> int:
 
 
 
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- the server ------------------------------------------------------------------
@@ -153,14 +142,14 @@ class Server:
         def started():
             self._read_children(self.log)
             return len(self.children) == len(CHILDREN) or self.process.poll() is not None
-        wait_for(started, timeout, "the server to start its children")
+        wait_until(started, timeout, "the server to start its children")
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """True once ready; False if it exited first."""
         def ready():
             return _READY.search(self.log) or self.process.poll() is not None
         try:
-            wait_for(ready, timeout, "the server to be ready")
+            wait_until(ready, timeout, "the server to be ready")
         except AssertionError:
             self.cleanup()
             raise AssertionError(f"the server did not become ready:\n{self.log}") from None
@@ -195,14 +184,14 @@ class Server:
 
     def wait_child_dead(self, name: str, timeout: float = 60.0) -> None:
         pid = self.children[name]
-        wait_for(lambda: not pid_alive(pid), timeout, f"{name} (pid {pid}) to die")
+        wait_until(lambda: not pid_alive(pid), timeout, f"{name} (pid {pid}) to die")
 
     def wait_child_started(self, name: str, old_pid: int, timeout: float = 60.0) -> bool:
         """Until the supervisor started ``name`` again (True), or exited (False)."""
         def started():
             self._read_children(self.log)
             return self.children.get(name) != old_pid or self.process.poll() is not None
-        wait_for(started, timeout, f"the supervisor to start {name} again")
+        wait_until(started, timeout, f"the supervisor to start {name} again")
         return self.children.get(name) != old_pid
 
     def wait_child_back(self, name: str, killed: int, timeout: float = 60.0) -> bool:
@@ -214,15 +203,15 @@ class Server:
             pid = self.children.get(name)
             return (pid != killed and (name, str(pid)) in _BACK.findall(text)
                     or self.process.poll() is not None)
-        wait_for(back, timeout, f"{name} to be back")
+        wait_until(back, timeout, f"{name} to be back")
         return self.process.poll() is None
 
     def wait_down(self, timeout: float = 60.0) -> int:
         """Until the supervisor and every child are gone; the supervisor's status."""
         status = self.process.wait(timeout)
         self._read_children(self.log)
-        wait_for(lambda: not any(pid_alive(pid) for pid in self.children.values()), timeout,
-                 f"the children {self.children} to die with the supervisor")
+        wait_until(lambda: not any(pid_alive(pid) for pid in self.children.values()), timeout,
+                   f"the children {self.children} to die with the supervisor")
         return status
 
     def stop(self, sig=signal.SIGINT, timeout: float = 60.0) -> int:
@@ -934,8 +923,8 @@ def held_transfer(server: Server, book: Book, folder: Path, source: int, target:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_for(lambda: (folder / "written").exists() or outcome, 60,
-             "the transfer to write its target's half")
+    wait_until(lambda: (folder / "written").exists() or outcome, 60,
+               "the transfer to write its target's half")
     assert not outcome, outcome
     return call, thread, outcome
 
