@@ -80,7 +80,7 @@ __all__ = [
     "PROTOCOL_VERSION", "HELLO", "WELCOME", "CALL", "RESPONSE", "ERROR",
     "MP_BEGIN", "MP_FRAGMENT", "MP_END", "STATS", "REPLY",
     "DEFAULT_PORT", "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_PARAMS", "DEFAULT_MAX_INFLIGHT",
-    "DEFAULT_MAX_CONNECTIONS", "MAX_IDEMPOTENCY_KEY_BYTES", "frame", "pack", "unpack",
+    "DEFAULT_MAX_CONNECTIONS", "MAX_IDEMPOTENCY_KEY_BYTES", "frame", "pack", "new_packer", "unpack",
     "FrameReader", "parse_address", "options_error",
 ]
 
@@ -156,6 +156,11 @@ _local = threading.local()
 def _packer() -> msgpack.Packer:
     packer = _local.packer = msgpack.Packer(default=_default)
     return packer
+
+
+def new_packer() -> msgpack.Packer:
+    """A Packer with this module's value encoding, for one thread's use."""
+    return msgpack.Packer(default=_default)
 
 
 def pack(message) -> bytes:

@@ -98,6 +98,10 @@ class LogCorruptError(InternalError):
     on it (a silent skip would lose acknowledged transactions)."""
 
 
+_frame_header = RECORD_HEADER.pack
+_crc32c = crc32c.crc32c
+
+
 def frame_record(payload: bytes) -> bytes:
     return RECORD_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
 
@@ -373,7 +377,7 @@ class CommandLog:
     # -- appending (event loop thread) -----------------------------------------
 
     def append(self, payload: bytes) -> None:
-        self.records.append(frame_record(payload))
+        self.records.append(_frame_header(len(payload), _crc32c(payload)) + payload)
         self.appended += 1
         if not self.scheduled and self.mode == "sync":
             self.scheduled = True

@@ -29,7 +29,8 @@ import time
 from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
                               ProtocolError)
 from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, REPLY,
-                                RESPONSE, SNAPSHOT, frame, options_error, pack, unpack)
+                                RESPONSE, SNAPSHOT, frame, new_packer, options_error, pack,
+                                unpack)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
@@ -68,6 +69,9 @@ class PartitionNode(Node):
         self.snapshot: dict | None = None     # the last snapshot started here
         self.durability = config.get("durability", "off")
         self.command_log: CommandLog | None = None
+        # the loop thread's own packer for log records (protocol.pack finds
+        # a thread's packer on every call)
+        self.log_pack = new_packer().pack
 
     async def start(self) -> None:
         """Recover from the data folder, then open the command log."""
@@ -234,12 +238,15 @@ class PartitionNode(Node):
     def log_call(self, bound, params, key, result) -> None:
         """Append a committed call that wrote to the command log."""
         proc = bound.instance
-        try:
-            digest = result_digest(result)
-        except Exception:
-            digest = None                  # its answer is an error anyway
-        self.command_log.append(pack([LOG_CALL, proc.txn_id, proc.timestamp_us, bound.name,
-                                      params, key, digest]))
+        if type(result) is int and 0 <= result < 1 << 31:
+            digest = result                # result_digest's own fast path, inlined
+        else:
+            try:
+                digest = result_digest(result)
+            except Exception:
+                digest = None              # its answer is an error anyway
+        self.command_log.append(self.log_pack([LOG_CALL, proc.txn_id, proc.timestamp_us,
+                                               bound.name, params, key, digest]))
 
     def forward_to_coordinator(self, conn: Connection, message: list) -> None:
         self.link("coordinator", self.config["coordinator_unix_path"]).forward(conn, message)
