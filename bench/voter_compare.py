@@ -61,6 +61,7 @@ from flowstate.procedures.voter.phonecalls import PhoneCallGenerator
 from flowstate.procedures.voter.voter import AREA_CODES, DEFAULT_CONTESTANTS
 from flowstate.voterbench import cpu_seconds, latency_summary, process_tree
 from flowstate.voterbench import run as run_flowstate
+from flowstate.cli import positive_int
 from machine import cpu_model, git_revision, load_average
 
 HERE = Path(__file__).resolve().parent
@@ -495,13 +496,6 @@ def _list(kind, allowed=None):
     return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def machine_info() -> list[tuple[str, str]]:
     model, git, load = cpu_model(), git_revision(mark_uncommitted=True), load_average()
     versions = [f"CPython {platform.python_version()}"]
@@ -588,7 +582,7 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0] + " Starts the servers itself unless told where "
                     "they run; prints a side-by-side table and Flowstate/Redis ratios.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--partitions", type=_list(_positive_int), default=[1, 2], metavar="P[,P]",
+    parser.add_argument("--partitions", type=_list(positive_int), default=[1, 2], metavar="P[,P]",
                         help="partition counts of the Flowstate servers started (default: 1,2)")
     parser.add_argument("--shapes", type=_list(_shape), default=[(4, 64), (1, 1)],
                         metavar="CxN[,CxN]",

@@ -23,7 +23,6 @@ timeout passes). After a lost connection the next call reconnects
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 from flowstate.errors import (CallTimeoutError, ConnectionLostError, FlowstateError,
@@ -32,7 +31,7 @@ from flowstate.protocol import ERROR, HELLO, RESPONSE, FrameReader
 
 from flowstate.client.common import (DEFAULT_SERVER, RETRYABLE, Cluster, ClusterConnections,
                                      Response, call_frame, error_for, hello_frame,
-                                     new_idempotency_key, parse_servers, retry_delays)
+                                     new_idempotency_key, retry_delays)
 
 __all__ = ["AsyncClient"]
 
@@ -151,25 +150,13 @@ class AsyncClient(ClusterConnections):
                  timeout: float | None = 30.0, affinity: bool = True,
                  connect_timeout: float = 10.0, max_inflight: int | None = None,
                  retry: bool = False):
-        self.servers = parse_servers(servers)
-        self.retry = retry
-        self.name = name
-        self.timeout = timeout
-        self.affinity = affinity
-        self.connect_timeout = connect_timeout
+        self._configure(servers, name, timeout, affinity, connect_timeout, retry)
         self._max_inflight = max_inflight
         self.max_inflight = max_inflight or 10_000
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.cluster: Cluster | None = None
-        self.main: _Connection | None = None
-        self.direct: list[_Connection | None] = []
-        self.request_ids = itertools.count(1)
         self.last_connection_error: FlowstateError | None = None
         self._connecting: asyncio.Future | None = None
         self._sweeper: asyncio.Task | None = None
-        self._closed = False
-        self._max_frame = 1 << 20
-        self._reopen_after: dict[int, float] = {}
 
     # -- connecting -------------------------------------------------------------------
 
@@ -272,27 +259,9 @@ class AsyncClient(ClusterConnections):
 
     # -- calling ---------------------------------------------------------------
 
-    def _route(self, procedure, params) -> _Connection:
-        conn = self.main
-        if self.direct:
-            owner = self.cluster.owner(procedure, params)
-            if owner is not None:
-                direct = self.direct[owner]
-                if direct is not None and not direct.closed:
-                    conn = direct
-                elif self.affinity:
-                    self._reopen_later(owner)
-        return conn
-
-    def _reopen_later(self, partition: int) -> None:
-        """A partition's direct connection is gone (it restarted): calls go
-        through the main connection meanwhile; try to reopen it, at most
-        once a second."""
-        now = time.monotonic()
-        if now < self._reopen_after.get(partition, 0.0):
-            return
-        self._reopen_after[partition] = now + 1.0
-
+    def _reopen(self, partition: int) -> None:
+        """Reopen in the background: this call goes through the main
+        connection, later ones directly once it is open."""
         async def reopen():
             try:
                 conn = await asyncio.wait_for(self._open(self.cluster.addresses[partition]), 1.0)
@@ -303,6 +272,7 @@ class AsyncClient(ClusterConnections):
             else:
                 conn.transport.close()
         self.loop.create_task(reopen())
+        return None
 
     def _submit(self, conn: _Connection, waiter, procedure, params, timeout, idempotency_key):
         request_id = next(self.request_ids)

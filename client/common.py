@@ -13,7 +13,9 @@ forwards as needed.
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 
 from flowstate.errors import (CallTimeoutError, ConnectionLostError, FlowstateError,
                               OverloadedError, ParameterError, ProtocolError, UnavailableError,
@@ -102,11 +104,56 @@ def call_frame(request_id: int, procedure: str, params, timeout, idempotency_key
 
 
 class ClusterConnections:
-    """What both drivers expose about their connections."""
+    """What both drivers share: their settings, the cluster they learnt and
+    their connections, and the choice of connection for each call."""
 
     cluster: "Cluster | None" = None
     main = None          # the connection to the address given (calls go here
     direct: list = []    # unless affinity picks a partition's connection)
+
+    def _configure(self, servers, name: str, timeout, affinity: bool,
+                   connect_timeout: float, retry: bool) -> None:
+        self.servers = parse_servers(servers)
+        self.name = name
+        self.timeout = timeout
+        self.affinity = affinity
+        self.connect_timeout = connect_timeout
+        self.retry = retry
+        self.cluster = None
+        self.main = None
+        self.direct = []
+        self.request_ids = itertools.count(1)
+        self._closed = False
+        self._max_frame = 1 << 20
+        self._reopen_after: dict[int, float] = {}
+
+    def _route(self, procedure, params):
+        """The connection for a call: its owner's direct one (affinity),
+        else the main one."""
+        conn = self.main
+        if self.direct:
+            owner = self.cluster.owner(procedure, params)
+            if owner is not None:
+                direct = self.direct[owner]
+                if direct is not None and not direct.closed:
+                    conn = direct
+                elif self.affinity and self._may_reopen(owner):
+                    conn = self._reopen(owner) or conn
+        return conn
+
+    def _may_reopen(self, partition: int) -> bool:
+        """A partition's direct connection is gone (it restarted): try to
+        reopen it at most once a second; calls use the main one meanwhile."""
+        now = time.monotonic()
+        if now < self._reopen_after.get(partition, 0.0):
+            return False
+        self._reopen_after[partition] = now + 1.0
+        return True
+
+    def _reopen(self, partition: int):
+        """Reopen a partition's direct connection; return it if it can be
+        used for this call, else None (each driver does it its own way)."""
+        raise NotImplementedError
 
     @property
     def topology(self):

@@ -15,7 +15,6 @@ ConnectionLostError; the next call reconnects.
 
 from __future__ import annotations
 
-import itertools
 import socket
 import threading
 import time
@@ -26,7 +25,7 @@ from flowstate.protocol import ERROR, HELLO, RESPONSE, FrameReader
 
 from flowstate.client.common import (DEFAULT_SERVER, RETRYABLE, Cluster, ClusterConnections,
                                      Response, call_frame, error_for, hello_frame,
-                                     new_idempotency_key, parse_servers, retry_delays)
+                                     new_idempotency_key, retry_delays)
 
 __all__ = ["Client"]
 
@@ -140,20 +139,8 @@ class Client(ClusterConnections):
     def __init__(self, servers=DEFAULT_SERVER, *, name: str = "flowstate-python",
                  timeout: float | None = 30.0, affinity: bool = True,
                  connect_timeout: float = 10.0, retry: bool = False):
-        self.servers = parse_servers(servers)
-        self.retry = retry
-        self.name = name
-        self.timeout = timeout
-        self.affinity = affinity
-        self.connect_timeout = connect_timeout
-        self.cluster: Cluster | None = None
-        self.main: _Connection | None = None
-        self.direct: list[_Connection | None] = []
-        self.request_ids = itertools.count(1)
+        self._configure(servers, name, timeout, affinity, connect_timeout, retry)
         self._lock = threading.Lock()
-        self._closed = False
-        self._max_frame = 1 << 20
-        self._reopen_after: dict[int, float] = {}
         self.connect()
 
     def __enter__(self) -> Client:
@@ -220,27 +207,9 @@ class Client(ClusterConnections):
         self.main = None
         self.direct = []
 
-    def _route(self, procedure, params) -> _Connection:
-        conn = self.main
-        direct = self.direct
-        if direct:
-            owner = self.cluster.owner(procedure, params)
-            if owner is not None:
-                candidate = direct[owner]
-                if candidate is not None and not candidate.closed:
-                    conn = candidate
-                elif self.affinity:
-                    conn = self._reopen(owner) or conn
-        return conn
-
     def _reopen(self, partition: int):
-        """A partition's direct connection is gone (it restarted): try to
-        reopen it, at most once a second; None means use the main one."""
-        now = time.monotonic()
+        """Reopen here and now (a second at most): this call uses it."""
         with self._lock:
-            if now < self._reopen_after.get(partition, 0.0):
-                return None
-            self._reopen_after[partition] = now + 1.0
             try:
                 conn = _Connection(self.cluster.addresses[partition], 1.0)
             except OSError:

@@ -84,7 +84,8 @@ def _serve(args) -> int:
                  idempotency_window=args.idempotency_window)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (shared by the bench scripts)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -112,7 +113,7 @@ def _add_serve(sub) -> None:
                     "route each call to its owner.")
     serve.add_argument("--app", metavar="DIR", default=None,
                        help="application folder with schema.sql (default: the bundled Voter app)")
-    serve.add_argument("--partitions", type=_positive, default=os.cpu_count() or 1, metavar="N",
+    serve.add_argument("--partitions", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                        help="number of partition processes (default: the number of cores, "
                             "%(default)s here)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -129,7 +130,7 @@ def _add_serve(sub) -> None:
     serve.add_argument("--fsync-interval-ms", type=float, default=10.0, metavar="MS",
                        help="with --durability async: how often the log is fsynced "
                             "(default: %(default)s)")
-    serve.add_argument("--log-segment-mb", type=_positive, default=64, metavar="MB",
+    serve.add_argument("--log-segment-mb", type=positive_int, default=64, metavar="MB",
                        help="size of the command log's preallocated segment files "
                             "(default: %(default)s)")
     serve.add_argument("--snapshot-interval", type=float, default=1800.0, metavar="S",
@@ -138,17 +139,17 @@ def _add_serve(sub) -> None:
     serve.add_argument("--snapshot-log-mb", type=int, default=1024, metavar="MB",
                        help="take a snapshot when a partition's command log passes MB; "
                             "0: not by size (default: %(default)s)")
-    serve.add_argument("--idempotency-window", type=_positive, default=100_000, metavar="N",
+    serve.add_argument("--idempotency-window", type=positive_int, default=100_000, metavar="N",
                        help="idempotency keys whose outcome each partition (and the "
                             "coordinator) remembers, the oldest forgotten first; a retry "
                             "within the window gets the first outcome (default: %(default)s)")
-    serve.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES,
+    serve.add_argument("--max-frame-bytes", type=positive_int, default=DEFAULT_MAX_FRAME_BYTES,
                        metavar="N", help="largest frame accepted (default: %(default)s)")
-    serve.add_argument("--max-connections", type=_positive, default=DEFAULT_MAX_CONNECTIONS,
+    serve.add_argument("--max-connections", type=positive_int, default=DEFAULT_MAX_CONNECTIONS,
                        metavar="N", help="client connections per process (default: %(default)s)")
-    serve.add_argument("--max-inflight", type=_positive, default=DEFAULT_MAX_INFLIGHT,
+    serve.add_argument("--max-inflight", type=positive_int, default=DEFAULT_MAX_INFLIGHT,
                        metavar="N", help="calls in flight per connection (default: %(default)s)")
-    serve.add_argument("--max-params", type=_positive, default=DEFAULT_MAX_PARAMS,
+    serve.add_argument("--max-params", type=positive_int, default=DEFAULT_MAX_PARAMS,
                        metavar="N", help="parameters per call (default: %(default)s)")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -50,6 +50,8 @@ import random
 import sys
 import time
 
+from flowstate.cli import positive_int
+
 __all__ = ["run_voter", "run", "add_arguments", "run_from_args", "main",
            "process_tree", "cpu_seconds", "latency_summary"]
 
@@ -453,13 +455,6 @@ def format_summary(f: dict) -> str:
 
 # -- the command line ------------------------------------------------------------------
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -490,15 +485,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=_seconds, default=2.0, metavar="S",
                         help="seconds of load before measuring, not counted "
                              "(default: %(default)s)")
-    parser.add_argument("--connections", type=_positive, default=1, metavar="C",
+    parser.add_argument("--connections", type=positive_int, default=1, metavar="C",
                         help="client connections: separate AsyncClients, each with its own "
                              "sockets (default: %(default)s)")
-    parser.add_argument("--inflight", type=_positive, default=64, metavar="N",
+    parser.add_argument("--inflight", type=positive_int, default=64, metavar="N",
                         help="calls each connection keeps in flight; each answer sends the "
                              "next call (default: %(default)s)")
     parser.add_argument("--contestants", type=_contestants, default=6, metavar="N",
                         help="contestants for Initialize, 1..12 (default: %(default)s)")
-    parser.add_argument("--max-votes", type=_positive, default=2, metavar="N",
+    parser.add_argument("--max-votes", type=positive_int, default=2, metavar="N",
                         help="votes allowed per phone number (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the call generator (default: random, printed); reusing "

@@ -384,12 +384,16 @@ class CommandLog:
             self.loop.call_soon(self._start)
 
     @property
+    def unwritten(self) -> bool:
+        """Whether records appended so far are not all on disk yet. Not
+        while the log cannot be written: writes are refused then, and the
+        refusals and the reads must not wait for the disk to come back."""
+        return self.failed is None and (self.writing or bool(self.records))
+
+    @property
     def must_hold(self) -> bool:
         """Whether an answer produced now has to wait for the disk."""
-        # Not while the log cannot be written: writes are refused then, and
-        # the refusals and the reads must not wait for the disk to come back.
-        return self.mode == "sync" and self.failed is None and (self.writing
-                                                                or bool(self.records))
+        return self.mode == "sync" and self.unwritten
 
     def hold(self, conn, data: bytes) -> None:
         self.held.append((conn, data))

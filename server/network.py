@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
     """One accepted connection: a client's (TCP) or another process's (Unix)."""
 
     __slots__ = ("node", "transport", "reader", "internal", "out", "held", "inflight",
-                 "write_paused", "closed", "peer", "greeted", "channel")
+                 "write_paused", "closed", "peer", "channel")
 
     def __init__(self, node: Node, internal: bool, channel: bool = False):
         self.node = node
@@ -94,7 +94,6 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.closed = False
         self.peer = None
-        self.greeted = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -225,10 +224,6 @@ class Link(asyncio.Protocol):
         self.seq = itertools.count(1)
         self.connecting = False
         self.flush_scheduled = False
-
-    @property
-    def busy(self) -> bool:
-        return len(self.pending) >= self.node.limits["max_forwarded"]
 
     def forward(self, conn: Connection, message: list) -> None:
         """Send a CALL on; its answer goes back to ``conn`` under its own id."""
@@ -377,7 +372,6 @@ class Node:
                                    f"this server speaks protocol version {PROTOCOL_VERSION}, "
                                    f"the client asked for {version!r}"]))
             return
-        conn.greeted = True
         conn.out.append(frame([HELLO, PROTOCOL_VERSION, self.server_version(),
                                self.welcome_info()]))
 

@@ -94,8 +94,7 @@ class PartitionNode(Node):
         # multi-partition transaction's logged writes are computed from this
         # state, so the records before it must not be lost if they are not.
         if command_log is not None and (command_log.must_hold or (
-                conn is self.mp_connection and command_log.failed is None
-                and (command_log.writing or bool(command_log.records)))):
+                conn is self.mp_connection and command_log.unwritten)):
             out = conn.out
             command_log.hold(conn, out[0] if len(out) == 1 else b"".join(out))
             out.clear()
