@@ -17,6 +17,13 @@ extensions = [
         extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    Extension(
+        "flowstate.native.logwriter",
+        ["native/logwriter.pyx"],
+        language="c++",
+        include_dirs=["native"],
+        extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function"],
+    ),
 ]
 
 setup(

@@ -54,8 +54,10 @@ Durability modes:
            fsynced: once per loop turn, the records of every call handled in
            that turn are written and fsynced together (group commit), in
            the loop thread
-    async  answers leave at once; the log is written and fsynced every
-           ``fsync_interval_ms``
+    async  answers leave at once; every ``fsync_interval_ms`` the records
+           gathered are written (by the loop thread: one pwrite into the
+           page cache) and fdatasynced by a native thread that never takes
+           the GIL (flowstate.native.logwriter), so the loop goes on
     off    no log
 
 Invariants:
@@ -71,17 +73,20 @@ import concurrent.futures
 import logging
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
 import crc32c
 
 from flowstate.errors import InternalError
+from flowstate.native.logwriter import RecordBuffer, Syncer
+from flowstate.protocol import pack
 
 log = logging.getLogger("flowstate")
 
 __all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
-           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "segment_paths"]
+           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "result_digest", "segment_paths"]
 
 MODES = ("sync", "async", "off")
 FORMAT_VERSION = 1
@@ -98,8 +103,13 @@ class LogCorruptError(InternalError):
     on it (a silent skip would lose acknowledged transactions)."""
 
 
-_frame_header = RECORD_HEADER.pack
-_crc32c = crc32c.crc32c
+def result_digest(result) -> int:
+    """A 32-bit digest of a result, logged and compared on replay: a small
+    integer is its own digest (most procedures return a status code), any
+    other result the CRC32C of its wire encoding."""
+    if type(result) is int and 0 <= result < 1 << 31:
+        return result
+    return crc32c.crc32c(pack(result)) | 1 << 31
 
 
 def frame_record(payload: bytes) -> bytes:
@@ -238,9 +248,12 @@ def _holds_a_value(data: bytes) -> bool:
 class CommandLog:
     """Appends records for one owner and makes them durable (see module doc).
 
-    ``append`` and ``hold`` are called from the event loop thread; writes
-    and fsyncs run on one background thread, so the loop keeps executing
-    transactions while the previous group is being fsynced.
+    Everything here runs on the event loop thread except the fdatasync of
+    async mode, which a native thread does without the GIL
+    (flowstate.native.logwriter.Syncer). Records are framed straight into
+    a native RecordBuffer (``pending``); a group being written and synced
+    is ``flight``, which stays whole until it is on disk, so that a failed
+    attempt is repeated at the same offset.
     """
 
     def __init__(self, directory: Path, owner: int, mode: str = "sync",
@@ -257,17 +270,19 @@ class CommandLog:
         self.segment = 0
         self.offset = 0
         self.capacity = 0
-        self.records: list[bytes] = []        # appended, not yet handed to the writer
+        self.pending = RecordBuffer()         # appended, not yet being written
+        self.flight = RecordBuffer()          # being written and synced (kept on failure)
         self.held: list = []                  # (connection, bytes) waiting for the disk
+        self.flight_held: list = []           # those waiting for ``flight``
         self.writing = False
         self.scheduled = False
         self.failed: BaseException | None = None
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="command-log")
+        self.syncer: Syncer | None = None     # async mode's fdatasync thread
+        self.syncer_thread: threading.Thread | None = None
         self.preparing = None              # (segment number, future of its temporary path)
         self.builder = None                # the thread that builds the next segment
         self.build_ahead = True
         self.appended = 0
-        self.in_flight = 0                  # records the writer thread has now
         self.fsyncs = 0
         self.fsync_seconds = 0.0
         self.bytes_written = 0
@@ -291,7 +306,12 @@ class CommandLog:
                 _, start, end = torn
                 os.pwrite(self.fd, bytes(end - start), start)   # zero the torn record
                 os.fsync(self.fd)
-        if self.mode == "async":
+        if self.mode == "async" and loop is not None:
+            self.syncer = Syncer()
+            self.syncer_thread = threading.Thread(target=self.syncer.run, daemon=True,
+                                                  name=f"command-log-fsync-{self.owner}")
+            self.syncer_thread.start()
+            loop.add_reader(self.syncer.done_fd, self._synced)
             loop.call_later(self.fsync_interval, self._tick)
 
     def _build_segment(self, number: int, size: int) -> Path:
@@ -367,7 +387,14 @@ class CommandLog:
         self.capacity = size
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        if self.syncer is not None:
+            try:
+                self.loop.remove_reader(self.syncer.done_fd)
+            except Exception:
+                pass                       # the loop is closed already
+            self.syncer.stop()
+            self.syncer_thread.join()
+            self.syncer = None
         if self.builder is not None:
             self.builder.shutdown(wait=True)
         if self.fd >= 0:
@@ -377,7 +404,28 @@ class CommandLog:
     # -- appending (event loop thread) -----------------------------------------
 
     def append(self, payload: bytes) -> None:
-        self.records.append(_frame_header(len(payload), _crc32c(payload)) + payload)
+        """Append a record whose payload is packed already."""
+        self.pending.append_payload(payload)
+        self.appended += 1
+        if not self.scheduled and self.mode == "sync":
+            self.scheduled = True
+            self.loop.call_soon(self._start)
+
+    def append_call(self, txn_id: int, timestamp_us: int, procedure: str, params,
+                    idempotency_key, result) -> None:
+        """Append the CALL record of a call that returned ``result`` (the
+        hot path: encoded natively when its values allow)."""
+        if type(result) is int and 0 <= result < 1 << 31:
+            digest = result                # result_digest's own fast path, inlined
+        else:
+            try:
+                digest = result_digest(result)
+            except Exception:
+                digest = None              # its answer is an error anyway
+        if not self.pending.append_call(txn_id, timestamp_us, procedure, params,
+                                        idempotency_key, digest):
+            self.pending.append_payload(pack([CALL, txn_id, timestamp_us, procedure, params,
+                                              idempotency_key, digest]))
         self.appended += 1
         if not self.scheduled and self.mode == "sync":
             self.scheduled = True
@@ -388,12 +436,19 @@ class CommandLog:
         """Whether records appended so far are not all on disk yet. Not
         while the log cannot be written: writes are refused then, and the
         refusals and the reads must not wait for the disk to come back."""
-        return self.failed is None and (self.writing or bool(self.records))
+        return self.failed is None and (self.writing or len(self.pending) > 0
+                                        or len(self.flight) > 0)
 
     @property
     def must_hold(self) -> bool:
         """Whether an answer produced now has to wait for the disk."""
         return self.mode == "sync" and self.unwritten
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything appended or held is still to be written or sent."""
+        return (self.writing or len(self.pending) > 0 or len(self.flight) > 0
+                or bool(self.held))
 
     def hold(self, conn, data: bytes) -> None:
         self.held.append((conn, data))
@@ -402,7 +457,7 @@ class CommandLog:
             self.loop.call_soon(self._start)
 
     def _tick(self) -> None:
-        if self.records and not self.writing:
+        if len(self.pending) and not self.writing:
             self._start()
         self.loop.call_later(self.fsync_interval, self._tick)
 
@@ -410,56 +465,69 @@ class CommandLog:
         self.scheduled = False
         if self.writing:
             return
-        if not self.records:
-            self._release(self.held)
-            self.held = []
-            return
-        records, self.records = self.records, []
+        if not len(self.flight):            # else: a failed group, to be written again
+            if not len(self.pending):
+                self._release(self.held)
+                self.held = []
+                return
+            self.pending, self.flight = self.flight, self.pending
         held, self.held = self.held, []
+        self.flight_held = held
         self.writing = True
-        self.in_flight = len(records)
+        try:
+            self._write_flight()
+            if self.mode == "sync":
+                # Inline: the loop would only wait for the answers anyway.
+                # Calls that arrive meanwhile wait in the socket buffers
+                # and make the next group larger.
+                started = time.perf_counter()
+                os.fdatasync(self.fd)
+                self.fsync_seconds += time.perf_counter() - started
+                self.fsyncs += 1
+        except Exception as e:
+            self._failed(e)
+            return
         if self.mode == "sync":
-            # Inline: the loop would only wait for the answers anyway, and a
-            # handoff to the writer thread costs a GIL switch each way,
-            # measurably more than the fsync itself (bench/RESULTS.md).
-            # Calls that arrive meanwhile wait in the socket buffers and
-            # make the next group larger.
-            future = concurrent.futures.Future()
-            try:
-                self._write(records)
-                future.set_result(None)
-            except Exception as e:
-                future.set_exception(e)
-            self._written(future, records, held)
-            return
-        future = self.executor.submit(self._write, records)
-        future.add_done_callback(
-            lambda f: self.loop.call_soon_threadsafe(self._written, f, records, held))
+            self._durable()
+        else:
+            self.syncer.request(self.fd)     # _synced runs when it is done
 
-    def _written(self, future, records, held) -> None:
-        self.writing = False
-        self.in_flight = 0
-        error = future.exception()
-        if error is not None:
-            if self.failed is None:
-                log.error("the command log cannot be written (%s): holding %d answer(s) and "
-                          "retrying every second; transactions that write are refused", error,
-                          len(held))
-            self.failed = error
-            self.records[:0] = records
-            self.held[:0] = held
-            self.writing = True              # nothing else starts until the retry
-            self.loop.call_later(1.0, self._retry)
+    def _synced(self) -> None:
+        """The syncer thread's answer (async mode)."""
+        try:
+            os.read(self.syncer.done_fd, 64)
+        except BlockingIOError:
             return
+        if self.syncer.error:
+            self._failed(OSError(self.syncer.error, os.strerror(self.syncer.error)))
+        else:
+            self._durable()
+
+    def _durable(self) -> None:
+        """``flight`` is on disk: release what waited for it."""
+        self.flight.clear()
+        held, self.flight_held = self.flight_held, []
+        self.writing = False
         if self.failed is not None:
             log.warning("the command log is writable again")
             self.failed = None
+        self._prepare_next()
         self._release(held)
         # sync: what gathered meanwhile is waited for, so write it now;
-        # async: the next tick writes it (writing back to back would keep
-        # the writer thread, and the GIL handoffs, busy all the time)
-        if self.held or (self.records and self.mode == "sync"):
+        # async: the next tick writes it (unless an answer waits for it)
+        if self.held or (len(self.pending) and self.mode == "sync"):
             self._start()
+
+    def _failed(self, error: BaseException) -> None:
+        if self.failed is None:
+            log.error("the command log cannot be written (%s): holding %d answer(s) and "
+                      "retrying every second; transactions that write are refused", error,
+                      len(self.flight_held) + len(self.held))
+        self.failed = error
+        self.held[:0] = self.flight_held
+        self.flight_held = []
+        self.writing = True                  # nothing else starts until the retry
+        self.loop.call_later(1.0, self._retry)
 
     def _retry(self) -> None:
         self.writing = False
@@ -476,38 +544,33 @@ class CommandLog:
             if not conn.closed:
                 conn.transport.write(b"".join(parts))
 
-    # -- the writer thread -------------------------------------------------------
-
-    def _write(self, records: list[bytes]) -> None:
-        chunk: list[bytes] = []
-        size = 0
-        # On a failure, records[done:] are to be written again at ``start``:
-        # the ones before are on disk (fsynced before a rotation), so they
-        # leave ``records`` (the list _written puts back) and are not repeated.
-        start, done = self.offset, 0
+    def _write_flight(self) -> None:
+        """Write ``flight`` at the end of the log, rotating segments as it
+        fills them. On a failure, what is not known to be on disk stays in
+        ``flight`` and ``offset`` is where it goes again: the records
+        before a rotation were fsynced, so they leave ``flight``."""
+        flight = self.flight
+        first = 0
+        start = self.offset
         try:
-            for i, record in enumerate(records):
-                if self.offset + size + len(record) + 8 > self.capacity:
-                    if chunk:
-                        self._pwrite(b"".join(chunk))
-                        chunk, size = [], 0
+            while first < len(flight):
+                last = flight.fitting(first, max(0, self.capacity - self.offset - 8))
+                if last == first:            # the next record needs the next segment
                     os.fdatasync(self.fd)
-                    start, done = self.offset, i
-                    self._new_segment(self.segment + 1, at_least=len(record))
+                    self.fsyncs += 1
+                    flight.discard(first)
+                    first = 0
+                    start = self.offset      # if the rotation fails: try it again
+                    self._new_segment(self.segment + 1, at_least=flight.span(0, 1))
                     start = self.offset
-                chunk.append(record)
-                size += len(record)
-            if chunk:
-                self._pwrite(b"".join(chunk))
-            started = time.perf_counter()
-            os.fdatasync(self.fd)
+                    continue
+                written = flight.pwrite(self.fd, first, last, self.offset)
+                self.offset += written
+                self.bytes_written += written
+                first = last
         except BaseException:
             self.offset = start
-            del records[:done]
             raise
-        self.fsync_seconds += time.perf_counter() - started
-        self.fsyncs += 1
-        self._prepare_next()
 
     def _pwrite(self, data: bytes) -> None:
         view = memoryview(data)
@@ -553,7 +616,7 @@ class CommandLog:
     def durable(self) -> int:
         """How many of the records appended so far are on disk (fsynced in
         sync and async modes)."""
-        return self.appended - len(self.records) - self.in_flight
+        return self.appended - len(self.pending) - len(self.flight)
 
     def refusal(self) -> str | None:
         """Why writes are refused now (the log cannot be written), or None."""
@@ -563,8 +626,12 @@ class CommandLog:
                 f"write are refused until it can, reads still work")
 
     def statistics(self) -> dict:
-        return {"mode": self.mode, "records": self.appended, "fsyncs": self.fsyncs,
-                "fsync_ms_mean": round(self.fsync_seconds * 1000 / max(self.fsyncs, 1), 3),
+        fsyncs, seconds = self.fsyncs, self.fsync_seconds
+        if self.syncer is not None:
+            fsyncs += self.syncer.count
+            seconds += self.syncer.seconds
+        return {"mode": self.mode, "records": self.appended, "fsyncs": fsyncs,
+                "fsync_ms_mean": round(seconds * 1000 / max(fsyncs, 1), 3),
                 "bytes_written": self.bytes_written, "segment": self.segment,
                 "offset": self.offset, "failing": None if self.failed is None else str(self.failed)}
 

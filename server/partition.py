@@ -40,7 +40,6 @@ import logging
 import time
 import types
 
-import crc32c
 import mmh3
 
 from flowstate.errors import (FlowstateError, ParameterError, ProcedureError, ProtocolError,
@@ -48,10 +47,11 @@ from flowstate.errors import (FlowstateError, ParameterError, ProcedureError, Pr
 from flowstate.native.storage import Store
 from flowstate.protocol import pack
 from flowstate.server.application import Application, load_application, run_parameters
+from flowstate.server.commandlog import result_digest
 from flowstate.types import ColumnType
 
 __all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS", "WRITE_OPS",
-           "result_digest", "cluster_state_hash"]
+           "cluster_state_hash"]
 
 _INTEGER_TYPES = (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER, ColumnType.BIGINT)
 
@@ -161,15 +161,6 @@ class LatencyHistogram:
         last = max((i for i, c in enumerate(self.counts) if c), default=-1)
         return {"unit": "microseconds", "bucket_upper_bounds": [1 << i for i in range(last + 1)],
                 "counts": self.counts[:last + 1]}
-
-
-def result_digest(result) -> int:
-    """A 32-bit digest of a result, logged and compared on replay: a small
-    integer is its own digest (most procedures return a status code), any
-    other result the CRC32C of its wire encoding."""
-    if type(result) is int and 0 <= result < 1 << 31:
-        return result
-    return crc32c.crc32c(pack(result)) | 1 << 31
 
 
 def log_fault(message: str) -> None:

@@ -29,17 +29,17 @@ import time
 from flowstate.errors import (AbortedError, FlowstateError, InternalError, MalformedMessageError,
                               ProtocolError)
 from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, REPLY,
-                                RESPONSE, SNAPSHOT, frame, new_packer, options_error, pack,
+                                RESPONSE, SNAPSHOT, frame, options_error, pack,
                                 unpack)
 from flowstate.routing import BUCKETS, Topology, partition_hash
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.commandlog import CALL as LOG_CALL, CUT as LOG_CUT, MP as LOG_MP
+from flowstate.server.commandlog import CUT as LOG_CUT, MP as LOG_MP
 from flowstate.server.commandlog import OUTCOME as LOG_OUTCOME
 from flowstate.server.commandlog import CommandLog
-from flowstate.server.partition import WRITE_OPS, Partition, result_digest
+from flowstate.server.partition import WRITE_OPS, Partition
 from flowstate.server.recovery import log_directory, recover_partition
 from flowstate.server.snapshot import write_snapshot
 
@@ -69,9 +69,6 @@ class PartitionNode(Node):
         self.snapshot: dict | None = None     # the last snapshot started here
         self.durability = config.get("durability", "off")
         self.command_log: CommandLog | None = None
-        # the loop thread's own packer for log records (protocol.pack finds
-        # a thread's packer on every call)
-        self.log_pack = new_packer().pack
 
     async def start(self) -> None:
         """Recover from the data folder, then open the command log."""
@@ -102,9 +99,7 @@ class PartitionNode(Node):
             super().answer(conn)
 
     def busy(self) -> bool:
-        log_busy = self.command_log is not None and (
-            self.command_log.writing or bool(self.command_log.records or self.command_log.held))
-        return super().busy() or log_busy
+        return super().busy() or (self.command_log is not None and self.command_log.busy)
 
     async def drain(self) -> None:
         await super().drain()
@@ -150,7 +145,9 @@ class PartitionNode(Node):
                     out.append(error_frame(request_id, e))
                     continue
                 if partition.wrote and command_log is not None:
-                    self.log_call(bound, params, None, result)
+                    proc = bound.instance
+                    command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name, params,
+                                            None, result)
                 try:
                     out.append(response_frame(request_id, result))
                 except Exception as e:
@@ -221,7 +218,9 @@ class PartitionNode(Node):
         except FlowstateError as e:
             outcome = (e.code, None, e.message)
         if partition.wrote and self.command_log is not None:
-            self.log_call(bound, params, key, outcome[1])
+            proc = bound.instance
+            self.command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name, params, key,
+                                         outcome[1])
         try:
             data = frame([RESPONSE, request_id, *outcome])
         except Exception as e:
@@ -233,19 +232,6 @@ class PartitionNode(Node):
             if not partition.wrote and self.command_log is not None:
                 self.command_log.append(pack([LOG_OUTCOME, key, *outcome]))
         out.append(data)
-
-    def log_call(self, bound, params, key, result) -> None:
-        """Append a committed call that wrote to the command log."""
-        proc = bound.instance
-        if type(result) is int and 0 <= result < 1 << 31:
-            digest = result                # result_digest's own fast path, inlined
-        else:
-            try:
-                digest = result_digest(result)
-            except Exception:
-                digest = None              # its answer is an error anyway
-        self.command_log.append(self.log_pack([LOG_CALL, proc.txn_id, proc.timestamp_us,
-                                               bound.name, params, key, digest]))
 
     def forward_to_coordinator(self, conn: Connection, message: list) -> None:
         self.link("coordinator", self.config["coordinator_unix_path"]).forward(conn, message)

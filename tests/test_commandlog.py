@@ -247,7 +247,7 @@ def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch):
         full[0] = False
         await asyncio.wait_for(conn.event.wait(), 30)          # the retry, a second later
         assert conn.received == [b"second"] and log.failed is None and log.refusal() is None
-        while log.writing or log.records:
+        while log.busy:
             await asyncio.sleep(0.005)
         log.close()                                            # its file is still open
     asyncio.run(main())
