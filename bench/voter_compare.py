@@ -541,30 +541,91 @@ def _fmt_pct(v) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-def print_table(rows: list[dict], redis_kinds: list[str]) -> None:
-    baseline = {(r["connections"], r["inflight"], r["client"], r.get("durability")):
-                r["calls_per_s"] for r in rows if r["system"] == "redis"}
-    headers = ["system", "client", "C×N", "calls/s", "p50 ms", "p99 ms", "p99.9 ms",
-               "server CPU %", "calls/server CPU-s", "client CPU %", "failed"]
+def _key(r: dict) -> tuple:
+    return (r["system"], r["client"], r.get("partitions"), r.get("durability"),
+            r["connections"], r["inflight"])
+
+
+def _median(values: list):
+    values = sorted(values)
+    return values[len(values) // 2] if len(values) % 2 else (
+        (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2)
+
+
+def _ratios(rows: list[dict], redis_kinds: list[str]) -> dict:
+    """Per run key: the median over rounds of calls/s against Redis (per
+    client kind) and against Flowstate off, each taken within a round."""
+    by_round: dict = {}
+    for r in rows:
+        by_round.setdefault(r.get("round", 0), []).append(r)
+    found: dict = {}
+    for runs in by_round.values():
+        redis = {(r["connections"], r["inflight"], r["client"], r.get("durability")):
+                 r["calls_per_s"] for r in runs if r["system"] == "redis"}
+        off = {(r["partitions"], r["connections"], r["inflight"]): r["calls_per_s"]
+               for r in runs if r["system"] == "flowstate" and r.get("durability") == "off"}
+        for r in runs:
+            if r["system"] != "flowstate":
+                continue
+            ratios = found.setdefault(_key(r), {})
+            for kind in redis_kinds:
+                base = redis.get((r["connections"], r["inflight"], kind,
+                                  REDIS_EQUIVALENT.get(r.get("durability"))))
+                if base is None and len({k[3] for k in redis}) == 1:     # one running Redis
+                    base = next((v for k, v in redis.items()
+                                 if k[:3] == (r["connections"], r["inflight"], kind)), None)
+                if base:
+                    ratios.setdefault(kind, []).append(r["calls_per_s"] / base)
+            base = off.get((r["partitions"], r["connections"], r["inflight"]))
+            if base:
+                ratios.setdefault("off", []).append(r["calls_per_s"] / base)
+    return {key: {k: _median(v) for k, v in ratios.items()} for key, ratios in found.items()}
+
+
+def median_runs(rows: list[dict]) -> list[dict]:
+    """One row per system: its run with the median calls/s, with the range."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(_key(r), []).append(r)
+    chosen = []
+    for runs in groups.values():
+        ordered = sorted(runs, key=lambda r: r["calls_per_s"])
+        row = dict(ordered[(len(ordered) - 1) // 2])
+        row["calls_per_s_range"] = (ordered[0]["calls_per_s"], ordered[-1]["calls_per_s"])
+        row["rounds"] = len(runs)
+        chosen.append(row)
+    return chosen
+
+
+def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> None:
+    ratios = _ratios(rows, redis_kinds)
+    with_off = any("off" in r and len({k[3] for k in ratios}) > 1 for r in ratios.values())
+    rows = median_runs(rows)
+    headers = ["system", "client", "C×N", "calls/s"]
+    headers += ["range"] if rounds > 1 else []
+    headers += ["p50 ms", "p99 ms", "p99.9 ms", "server CPU %", "calls/server CPU-s",
+                "client CPU %", "failed"]
+    headers += ["of off"] if with_off else []
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
     for r in rows:
         system = (f"redis aof={r.get('durability')}" if r["system"] == "redis" else
                   f"flowstate P={r['partitions']} {r.get('durability') or ''}".rstrip())
         line = [system, r["client"], f"{r['connections']}×{r['inflight']}",
-                f"{r['calls_per_s']:,.0f}", _fmt_ms(r["p50_ms"]), _fmt_ms(r["p99_ms"]),
-                _fmt_ms(r["p999_ms"]), _fmt_pct(r["server_cpu_percent"]),
-                (f"{r['calls_per_s'] * 100 / r['server_cpu_percent']:,.0f}"
-                 if r["server_cpu_percent"] else "-"),
-                _fmt_pct(r["client_cpu_percent"]), f"{r['failed']:,}"]
+                f"{r['calls_per_s']:,.0f}"]
+        if rounds > 1:
+            low, high = r["calls_per_s_range"]
+            line.append(f"{low / 1000:,.0f}-{high / 1000:,.0f}k")
+        line += [_fmt_ms(r["p50_ms"]), _fmt_ms(r["p99_ms"]),
+                 _fmt_ms(r["p999_ms"]), _fmt_pct(r["server_cpu_percent"]),
+                 (f"{r['calls_per_s'] * 100 / r['server_cpu_percent']:,.0f}"
+                  if r["server_cpu_percent"] else "-"),
+                 _fmt_pct(r["client_cpu_percent"]), f"{r['failed']:,}"]
+        mine = ratios.get(_key(r), {})
+        if with_off:
+            line.append(f"{mine['off'] * 100:.0f}%" if "off" in mine else "")
         for kind in redis_kinds:
-            base = baseline.get((r["connections"], r["inflight"], kind,
-                                 REDIS_EQUIVALENT.get(r.get("durability"))))
-            if base is None and len({k[3] for k in baseline}) == 1:     # one running Redis
-                base = next((v for k, v in baseline.items()
-                             if k[:3] == (r["connections"], r["inflight"], kind)), None)
-            line.append(f"{r['calls_per_s'] / base:.2f}x"
-                        if r["system"] == "flowstate" and base else "")
+            line.append(f"{mine[kind]:.2f}x" if kind in mine else "")
         table.append(line)
     widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(headers)]
     left = {0, 1, 2}
@@ -626,6 +687,11 @@ def main(argv=None) -> int:
                         help="pid of the --redis server, for its CPU")
     parser.add_argument("--no-redis", action="store_true", help="run Flowstate only")
     parser.add_argument("--no-flowstate", action="store_true", help="run Redis only")
+    parser.add_argument("--rounds", type=positive_int, default=1, metavar="N",
+                        help="run every system N times, interleaved (round 1 of each, then "
+                             "round 2, ...), and report the run with the median calls/s; "
+                             "ratios are the median of each round's ratio, so that a shared, "
+                             "noisy machine's drift cancels out (default: 1)")
     parser.add_argument("--json", metavar="FILE", default=None,
                         help="write the machine info and every run's figures as JSON to FILE")
     args = parser.parse_args(argv)
@@ -690,7 +756,8 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     status = 0
     common = dict(warmup=args.warmup, duration=args.duration, max_votes=args.max_votes)
-    for index, (connections, inflight) in enumerate(args.shapes):
+    for index, (connections, inflight), round_number in (
+            (i, shape, r) for i, shape in enumerate(args.shapes) for r in range(args.rounds)):
         seed = args.seed + index
         for mode in (redis_modes if redis_kinds else []):
             redis_server = None
@@ -710,7 +777,7 @@ def main(argv=None) -> int:
                     on_server = redis_results_total(redis_host, redis_port)
                     figures.update(system="redis", client=kind, partitions=None,
                                    durability=mode, connections=connections,
-                                   inflight=inflight, seed=seed,
+                                   inflight=inflight, seed=seed, round=round_number,
                                    results_match=on_server == figures["total_accepted"])
                     rows.append(figures)
             finally:
@@ -734,20 +801,25 @@ def main(argv=None) -> int:
                 if server is not None:
                     server.stop()
             figures.pop("_results_table", None)
-            figures.update(client="flowstate-aio", durability=durability, total_accepted=
+            figures.update(client="flowstate-aio", durability=durability, round=round_number,
+                           total_accepted=
                            figures["total"]["outcomes"]["accepted"],
                            total_failed=figures["total"]["failed"])
             rows.append(figures)
 
     print()
-    print_table(rows, redis_kinds)
+    print_table(rows, redis_kinds, args.rounds)
     print()
     print("calls/s: Vote calls answered per second in the measured window (every outcome); "
           "latency: per call as the client saw it (redis-py with N > 1: the pipeline's round "
           "trip); CPU: % of one core over the window (server: all its processes; client: "
           "this process); calls/server CPU-s: calls/s / server cores busy; vs KIND: "
           "Flowstate calls/s / Redis calls/s with that client, same shape, matching "
-          "durability (off~no, async~everysec, sync~always).")
+          "durability (off~no, async~everysec, sync~always); of off: calls/s / Flowstate "
+          "off's, same partitions and shape."
+          + (f" {args.rounds} rounds: each row is the run with the median calls/s (range: "
+             f"lowest-highest), ratios the median of the rounds' ratios." if args.rounds > 1
+             else ""))
     for r in rows:
         shape = f"{r['connections']}x{r['inflight']}"
         name = (f"redis aof={r.get('durability')} ({r['client']}) {shape}"

@@ -476,10 +476,13 @@ class CommandLog:
         self.writing = True
         try:
             self._write_flight()
-            if self.mode == "sync":
-                # Inline: the loop would only wait for the answers anyway.
-                # Calls that arrive meanwhile wait in the socket buffers
-                # and make the next group larger.
+            if self.syncer is None:
+                # sync: inline. The loop would only wait for the answers
+                # anyway; calls that arrive meanwhile wait in the socket
+                # buffers and make the next group larger. (Syncing on the
+                # Syncer while the loop goes on was measured too: smaller
+                # groups, more device flushes, and 5-10% fewer calls/s on a
+                # disk whose flushes are the limit.)
                 started = time.perf_counter()
                 os.fdatasync(self.fd)
                 self.fsync_seconds += time.perf_counter() - started
@@ -487,7 +490,7 @@ class CommandLog:
         except Exception as e:
             self._failed(e)
             return
-        if self.mode == "sync":
+        if self.syncer is None:
             self._durable()
         else:
             self.syncer.request(self.fd)     # _synced runs when it is done
