@@ -44,7 +44,10 @@ Payloads:
              args], ...]}, idempotency_key or nil, status, result]
              (coordinator) a multi-partition transaction, committed
              (status 0) or aborted with a key (status = its error code,
-             result = the message)
+             result = the message). When the coordinator deletes its
+             old segments (server/coordinator.py, _prune_own_log) it logs
+             their still-remembered keyed decisions again with empty
+             writes: a DECISION's mp_seq need not grow along the log
     [5 CUT, mp_seq]
              a snapshot was taken here (server/snapshot_folder.py): recovery
              from that snapshot replays the records after this one
@@ -86,7 +89,8 @@ from flowstate.protocol import pack
 log = logging.getLogger("flowstate")
 
 __all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
-           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "result_digest", "segment_paths"]
+           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "fsync_directory", "result_digest",
+           "segment_paths"]
 
 MODES = ("sync", "async", "off")
 FORMAT_VERSION = 1
@@ -133,7 +137,7 @@ def _header(owner: int, number: int) -> bytes:
     return head + struct.pack("<I", crc32c.crc32c(head))
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -370,7 +374,7 @@ class CommandLog:
             temporary = self._build_segment(number, size)
         try:
             os.rename(temporary, path)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             fd = os.open(path, os.O_WRONLY)
         except BaseException:
             for leftover in (temporary, path):
@@ -609,6 +613,21 @@ class CommandLog:
         self.appended += 1
         if self.mode == "sync":
             self.fsyncs += 1
+        self._prepare_next()
+
+    def write_many(self, payloads: list[bytes]) -> None:
+        """Append records and fsync once. Unlike write_now, a failure may
+        leave some of them on disk: only for records that are harmless
+        twice (the coordinator's carried idempotency outcomes)."""
+        for payload in payloads:
+            record = frame_record(payload)
+            if self.offset + len(record) + 8 > self.capacity:
+                os.fdatasync(self.fd)
+                self._new_segment(self.segment + 1, at_least=len(record))
+            self._pwrite(record)
+            self.appended += 1
+        os.fdatasync(self.fd)
+        self.fsyncs += 1
         self._prepare_next()
 
     def sync_now(self) -> None:

@@ -40,19 +40,20 @@ from flowstate.errors import (AbortedError, ConnectionLostError, ExpiredError, F
                               MalformedMessageError, OverloadedError, ProcedureError,
                               UnavailableError, error_class_for_code)
 from flowstate.protocol import (CALL, HELLO, MP_BEGIN, MP_END, MP_FRAGMENT, MP_TAG_BITS, RESPONSE,
-                                SNAPSHOT, STATS, FrameReader, frame, options_error, pack)
+                                SNAPSHOT, STATS, FrameReader, frame, options_error, pack,
+                                unpack)
 from flowstate.routing import Topology
 from flowstate.server import sysprocs
 from flowstate.server.application import load_application
 from flowstate.server.fanout import fanout_database
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.commandlog import DECISION as LOG_DECISION
-from flowstate.server.commandlog import CommandLog, segment_paths
+from flowstate.server.commandlog import DECISION, CommandLog, LogReader, fsync_directory, segment_paths
 from flowstate.server.partition import WRITE_OPS, Bound, cluster_state_hash
 from flowstate.server.recovery import COORDINATOR_OWNER, log_directory, recover_coordinator
 from flowstate.server.snapshot_folder import describe as describe_snapshots
-from flowstate.server.snapshot_folder import partition_file, prune, snapshot_directory, write_manifest
+from flowstate.server.snapshot_folder import (KEEP, complete_snapshots, partition_file, prune,
+                                              snapshot_directory, write_manifest)
 
 log = logging.getLogger("flowstate")
 
@@ -491,13 +492,16 @@ class CoordinatorNode(Node):
             write_manifest(directory, summary)
             pruned = prune(data_dir, {i: log_directory(data_dir, i)
                                       for i in range(len(channels.paths))})
+            oldest_kept = complete_snapshots(data_dir)[:KEEP][-1][0]
+            pruned["coordinator_segments"] = self._prune_own_log(oldest_kept)
             summary["pruned"] = pruned
             self.last_snapshot = time.monotonic()
             self.snapshot_queued = False
             log.info("snapshot %d complete (%s): %s bytes, %s rows in %.2f s; deleted %d "
-                     "older snapshot(s) and %d log segment(s)", cut, reason,
-                     f"{summary['bytes']:,}", f"{summary['rows']:,}", summary["seconds"],
-                     len(pruned["snapshots"]), pruned["segments"])
+                     "older snapshot(s), %d partition log segment(s) and %d of the "
+                     "coordinator's", cut, reason, f"{summary['bytes']:,}",
+                     f"{summary['rows']:,}", summary["seconds"], len(pruned["snapshots"]),
+                     pruned["segments"], pruned["coordinator_segments"])
             return response_frame(request_id, summary)
         except FlowstateError as e:
             channels.reset()
@@ -511,6 +515,50 @@ class CoordinatorNode(Node):
             self.last_snapshot = time.monotonic()
             log.error("snapshot failed: %s", e)
             return error_frame(request_id, UnavailableError(f"the snapshot failed: {e}"))
+
+    def _prune_own_log(self, cut: int) -> int:
+        """Delete this log's segments whose decisions are all at or before
+        ``cut``, the oldest kept snapshot's: every partition's snapshot
+        holds their writes, so no recovery reads them any more. Their
+        keyed outcomes that are still remembered are logged again first
+        (DECISION records without writes), so that a restart still answers
+        retries of those keys. The segment being written stays. Returns
+        how many segments were deleted. (On the worker thread, which is
+        the only writer of this log.)"""
+        command_log = self.command_log
+        reader = LogReader(command_log.directory, COORDINATOR_OWNER)
+        old = {int(p.stem): p for p in segment_paths(command_log.directory)
+               if int(p.stem) < command_log.segment}
+        if not old:
+            return 0
+        deletable = dict.fromkeys(old, True)
+        keyed: list = []
+        for number, _, payload in reader.records():
+            if number >= command_log.segment:
+                break
+            record = unpack(payload)
+            if record[0] == DECISION:
+                deletable[number] = deletable[number] and record[1] <= cut
+                if record[5] is not None:
+                    keyed.append((number, record))
+        gone = []
+        for number in old:                 # a prefix: later decisions are later in the log
+            if not deletable[number]:
+                break
+            gone.append(number)
+        if not gone:
+            return 0
+        carried = []
+        for number, (_, mp_seq, txn_id, timestamp_us, _, key, status, result) in keyed:
+            if number <= gone[-1] and key in self.outcomes:
+                carried.append(pack([DECISION, mp_seq, txn_id, timestamp_us, {}, key, status,
+                                     result]))
+        if carried:
+            command_log.write_many(carried)
+        for number in gone:
+            old[number].unlink()
+        fsync_directory(command_log.directory)
+        return len(gone)
 
     def _snapshot_due(self) -> None:
         """Every few seconds: queue a snapshot when the interval has passed
@@ -589,7 +637,7 @@ class CoordinatorNode(Node):
             if outcome is None and self.command_log is not None and (
                     channels.writes or key is not None):
                 try:
-                    self.command_log.write_now(pack([LOG_DECISION, mp_seq, txn_id, now,
+                    self.command_log.write_now(pack([DECISION, mp_seq, txn_id, now,
                                                      channels.writes, key, 0, result]))
                 except OSError as e:
                     error = UnavailableError(f"{bound.name} was not committed: the command "
@@ -609,7 +657,7 @@ class CoordinatorNode(Node):
                 and key is not None:
             if self.command_log is not None:
                 try:
-                    self.command_log.write_now(pack([LOG_DECISION, mp_seq, txn_id, now, {}, key,
+                    self.command_log.write_now(pack([DECISION, mp_seq, txn_id, now, {}, key,
                                                      outcome[0], outcome[2]]))
                 except OSError:
                     pass                    # an abort changed nothing; only the key is lost

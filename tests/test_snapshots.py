@@ -48,7 +48,7 @@ import pytest
 from flowstate.client import AsyncClient, Client
 from flowstate.errors import UnavailableError
 from flowstate.server.commandlog import segment_paths
-from flowstate.server.recovery import log_directory
+from flowstate.server.recovery import COORDINATOR_OWNER, log_directory
 from flowstate.server.snapshot_folder import KEEP, partition_file, snapshot_directory
 
 from server_harness import ServerProcess, owned_by, pid_alive, wait_until
@@ -270,7 +270,7 @@ def test_snapshot_under_load_survives_kill_9(tmp_path):
             assert saved["rows"] >= 305 + 6 + 2 * 1000    # and views of the votes
             written = manifest(directory)
             assert {k: v for k, v in saved.items() if k != "pruned"} == written
-            assert saved["pruned"] == {"snapshots": [], "segments": 0}
+            assert saved["pruned"] == {"snapshots": [], "segments": 0, "coordinator_segments": 0}
 
             # more writes: second votes (the first is in the snapshot), refused
             # third ones, new phones; then a snapshot from the command line
@@ -610,6 +610,64 @@ def test_snapshots_by_interval(tmp_path):
             assert_recovered(server, c, before, ballot, None)
             assert loaded(server.log, 0) == loaded(server.log, 1) >= newer["cut"]
         assert server.stop() == 0
+
+
+# -- 5b. the coordinator's own log ------------------------------------------------------------
+
+def test_snapshots_prune_the_coordinators_log_and_keep_its_keyed_outcomes(tmp_path):
+    """At a snapshot, the coordinator's log segments whose decisions the
+    oldest kept snapshot holds are deleted; the idempotency outcomes in them
+    are logged again first, so that after a kill -9 a retry of an early
+    keyed transfer still gets its original answer and is not applied twice.
+    (Without the carried outcomes the retries would transfer again.)"""
+    data = tmp_path / "data"
+    own_log = log_directory(data, COORDINATOR_OWNER)
+    long_key = "k" * 100                       # fills the 1 MiB segments sooner
+
+    async def transfers(address: str, keys: list[str], a: int, b: int) -> dict:
+        async with AsyncClient(address, timeout=60) as ac:
+            window = asyncio.Semaphore(64)
+
+            async def one(key):
+                async with window:
+                    return key, (await ac.call("Transfer", a, b, 1, idempotency_key=key)).result
+            return dict(await asyncio.gather(*(one(k) for k in keys)))
+
+    with ServerProcess(tmp_path, app=BANK, extra=SERVE) as server:
+        with Client(server.address, timeout=60) as c:
+            bank = Bank(c, pairs=2, balance=10**9)
+            a, b = owned_by(0, 7_000_000, 1)[0], owned_by(1, 7_000_000, 1)[0]
+            early = [f"early-{i}" for i in range(50)]
+            answers = asyncio.run(transfers(server.address, early, a, b))
+            batch = 0
+            while len(segment_paths(own_log)) < 3:      # two full segments and the current
+                keys = [f"{long_key}-{batch}-{i}" for i in range(2000)]
+                answers.update(asyncio.run(transfers(server.address, keys, a, b)))
+                batch += 1
+                assert batch < 40, "the coordinator's log does not grow"
+            moved = len(answers)
+            bank.balances[a] -= moved
+            bank.balances[b] += moved
+            first_segments = [int(p.stem) for p in segment_paths(own_log)]
+            saved = c.call("@SnapshotSave").result      # the oldest kept snapshot: this one
+            assert saved["pruned"]["coordinator_segments"] == len(first_segments) - 1
+            remaining = [int(p.stem) for p in segment_paths(own_log)]
+            assert remaining[0] == first_segments[-1]     # (the carried outcomes may fill it)
+            bank.work(server.address, 30)
+            assert "of the coordinator's" in server.log
+            before = bank_state(c)
+            assert before["accounts"] == bank.accounts()
+        crash(server)
+
+    with ServerProcess(tmp_path, app=BANK, extra=SERVE) as server:
+        with Client(server.address, timeout=60) as c:
+            assert bank_state(c) == before
+            retried = asyncio.run(transfers(server.address, early, a, b))
+            assert retried == {key: answers[key] for key in early}    # the original answers
+            assert bank_state(c) == before                           # and nothing applied again
+        assert server.stop() == 0
+    _, hashes = verify(data)
+    assert hashes == state_hashes(before["hash"])
 
 
 # -- 6. no durability, no snapshots -------------------------------------------------------------
