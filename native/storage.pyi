@@ -19,6 +19,7 @@ Every write is atomic: a write that fails (bad value, uniqueness) raises a
 ``Store.begin()`` … ``commit()``/``rollback()`` every change (indexes and
 views included) is recorded in the undo log; ``rollback()`` undoes them in
 reverse order. Outside a transaction each write commits on its own.
+Each commit folds the changes it made into ``Store.change_digest``.
 """
 
 from typing import Any, Iterator, Sequence
@@ -28,6 +29,11 @@ import numpy
 from flowstate.types import Column
 
 Key = Any  # a bare value for one-column keys, a tuple for several
+
+CHANGE_DIGEST_VERSION: int
+"""The format of Store.change_digest (1). Any change to what is hashed or
+how is a new version, so that command logs written by another version
+are recognised rather than reported as non-deterministic."""
 
 
 class Store:
@@ -70,7 +76,8 @@ class Store:
         """Start recording undo. Raises if a transaction is already open."""
 
     def commit(self) -> None:
-        """Make the transaction's changes permanent and free its undo data."""
+        """Make the transaction's changes permanent, fold them into
+        ``change_digest`` and free its undo data."""
 
     def rollback(self) -> None:
         """Undo every change since begin(), newest first."""
@@ -82,6 +89,24 @@ class Store:
         """Undo every change made after ``savepoint``."""
 
     undo_size: int                      # records in the open transaction's undo log
+
+    # the change digest (storage.pyx, "Change digest", says exactly what
+    # is hashed; command logs record it, so it is a format: see
+    # CHANGE_DIGEST_VERSION)
+    change_digest: int
+    """Running 64-bit digest of the row changes committed to tables, in
+    [0, 2**64). Starts at 0. Every commit (explicit, or the implicit one of
+    a write statement outside a transaction) folds in each change it made,
+    in order: its kind (insert / delete / update), the table's name and the
+    logical content of the row(s): the new row, the old row, or both.
+    Changes undone by rollback, rollback_to or a failed statement never
+    count; a commit without changes, DDL and import_rows leave it alone;
+    views' changes are not hashed (they follow from their tables').
+    Deterministic across processes and however the store was loaded.
+
+    Settable (an int in [0, 2**64); TypeError / ValueError otherwise), but
+    not inside a transaction (RuntimeError): recovery restores it from a
+    snapshot's metadata, and later commits fold into the value set."""
 
 
 class Table:

@@ -48,6 +48,87 @@ Undo
     them newest first; commit frees DEAD slots and old images. Outside a
     transaction every write statement is its own transaction.
 
+Change digest
+    ``Store.change_digest`` is an unsigned 64-bit running digest of the row
+    changes committed to tables. The command log's determinism guard
+    records it, so that a replay which returns the same results but changes
+    the state differently is caught. It is a FORMAT: logs keep digests
+    made by one version of this code and compare them with another's, so
+    any change to what follows needs a new ``CHANGE_DIGEST_VERSION``.
+
+    It starts at 0 (or whatever Python sets: recovery restores it from a
+    snapshot's metadata). Each commit, explicit or the implicit one of a
+    write statement outside a transaction, folds the change hash ``c`` of
+    every change it made, in the order they were made:
+
+        digest = round(digest, c)
+
+    Only the sequence of changes matters: the same changes committed as one
+    transaction or as several give the same digest, a commit without
+    changes leaves it alone, and changes undone by rollback, rollback_to or
+    a failed statement never count (their undo records, which carry ``c``,
+    are gone before any commit). ``import_rows``, DDL (create, drop, and
+    filling a new index or view) are not changes. A change is one undo
+    record of a table: a statement's INSERT, DELETE or UPDATE of one row
+    (upsert: whichever it did; truncate: one DELETE per row, in row-id
+    order; an update counts even if it rewrites equal values).
+
+    Views' changes are NOT hashed: a view's rows are a function of the
+    changes of its source table, which are hashed, so they would only
+    cost time (an insert into a table with two views would hash four more
+    rows: each view's old and new row); and a view rebuilt by
+    ``import_rows(rebuild_views=True)`` may hold a FLOAT SUM that differs
+    in its last bits from the incrementally kept original, which would
+    make the digest depend on how the store was loaded.
+
+    The hash (xxHash64's constants, round and avalanche, used as one
+    sequential lane; arithmetic modulo 2**64; storage_support.h):
+
+        P1 = 0x9E3779B185EBCA87  P2 = 0xC2B2AE3D27D4EB4F
+        P3 = 0x165667B19E3779F9  SEED = 0x27D4EB2F165667C5
+        round(acc, w) = rotl64(acc + w * P2, 31) * P1
+        avalanche(h)  = h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3;
+                        h ^= h >> 32
+        bytes(acc, b) = round(acc, len(b)), then round with each 8 bytes
+                        of b as a little-endian word, the last word padded
+                        with zero bytes (no word for the empty string)
+
+    A change hash absorbs words into ``h = SEED``:
+
+        kind              1 INSERT, 2 DELETE, 3 UPDATE
+        table tag         avalanche(bytes(SEED, the table's lower-case
+                          name in UTF-8)): stable across processes, unlike
+                          a pointer, a table id or Python's hash()
+        the row(s)        INSERT: the new row; DELETE: the old row;
+                          UPDATE: the old row, then the new row
+
+    and is ``c = avalanche(h)``. A row is, for a table of n columns:
+
+        ceil(n / 64) words of NULL mask: bit j of word k set iff column
+            64k + j (declaration order) is NULL; always 0 for NOT NULL
+            columns, whatever the stored bitmap's spare bits say
+        then, for each column in declaration order that is not NULL:
+            TINYINT .. BIGINT   the value sign-extended to 64 bits (two's
+                                complement, as an unsigned word)
+            TIMESTAMP           microseconds since the epoch, likewise
+            FLOAT               the IEEE-754 bits of the double as stored
+                                (-0.0 and 0.0 differ: they read back
+                                differently)
+            DECIMAL             the value * 10**12 as an int128: its low
+                                word, then its high word
+            VARCHAR, VARBINARY  bytes(value): UTF-8 for VARCHAR, the same
+                                whether stored inline or out of line
+
+    Row ids are not hashed (they are layout, not content). The change
+    hash is computed in ``Store.log`` when the undo record is written: the
+    new image of an insert or update is at hand then (and in cache), while
+    at commit only the last image of each row is left; the undo record
+    keeps the hash and commit only folds them. The cost is one pass over
+    the columns of each changed row, about 10-30 ns a row.
+    tests/test_storage_digest.py reimplements all of this in Python and
+    pins the digest of a fixed sequence: if that test fails, the format
+    changed.
+
 Export and import (snapshots)
     ``Table.export_rows`` writes a table's slots as a position-independent
     byte stream and ``Table.import_rows`` loads one into an empty table,
@@ -78,6 +159,9 @@ Invariants
        rolls back to the statement's savepoint.
     4. A view's row for a group exists iff the source has rows in the
        group, and its aggregates equal those recomputed from the source.
+    5. ``Store.change_digest`` has folded the change hash of every undo
+       record of a table released by a commit, in log order, and of no
+       other; each such record carries the hash of its change as made.
 """
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -115,6 +199,11 @@ cdef extern from "Python.h":
 
 cdef extern from "storage_support.h":
     uint64_t fs_hash_bytes(const char* data, size_t n) nogil
+    uint64_t FS_DIGEST_SEED
+    uint64_t fs_digest_round(uint64_t acc, uint64_t w) nogil
+    uint64_t fs_digest_avalanche(uint64_t h) nogil
+    uint64_t fs_digest_bytes(uint64_t acc, const char* p, size_t n) nogil
+    uint64_t fs_load_partial(const char* p, size_t n) nogil
     void fs_int128_store(char* dst, int64_t hi, uint64_t lo) nogil
     int64_t fs_int128_hi(const char* src) nogil
     uint64_t fs_int128_lo(const char* src) nogil
@@ -171,6 +260,14 @@ cdef enum:
     UNDO_DELETE = 2
     UNDO_UPDATE = 3
 
+# how the change digest reads a column's stored value (Table.digest_row)
+cdef enum:
+    DK_INT = 1          # TINYINT, SMALLINT, INTEGER: sign-extended
+    DK_WORD = 2         # BIGINT, TIMESTAMP, FLOAT: the 8 stored bytes are the word
+    DK_DECIMAL = 3
+    DK_INLINE = 4       # VARCHAR/VARBINARY: length byte + bytes
+    DK_OUTLINE = 5      # VARCHAR/VARBINARY: pointer to [u32 length][bytes]
+
 cdef enum:
     AGG_COUNT_STAR = 1
     AGG_COUNT = 2
@@ -194,6 +291,11 @@ _INT_RANGES = {
 _DECIMAL_LIMIT = 10**38
 _MASK64 = (1 << 64) - 1
 
+#: The format of Store.change_digest (module docstring, "Change digest").
+#: Command logs record digests: any change to what is hashed or how is a
+#: new version, so that a log written by another version is recognised.
+CHANGE_DIGEST_VERSION = 1
+
 
 cdef struct ColMeta:
     int type
@@ -207,6 +309,7 @@ cdef struct ColMeta:
     uint8_t null_mask
     int64_t min_int
     int64_t max_int
+    uint8_t digest_kind  # DK_*
 
 
 cdef struct Cell:
@@ -221,10 +324,12 @@ cdef struct Cell:
 
 cdef struct UndoRec:
     uint8_t op
+    bint digested           # counts in the change digest (not a view's change)
     uint32_t table_id
     uint32_t rowid
     size_t image_off
     size_t images_mark
+    uint64_t change         # the change's hash, folded into the digest at commit
 
 
 cdef struct ImportCursor:
@@ -357,11 +462,13 @@ cdef class Store:
     cdef vector[UndoRec] undo
     cdef string images
     cdef readonly bint in_transaction
+    cdef uint64_t digest
 
     def __cinit__(self):
         self.tables = {}
         self.by_id = []
         self.in_transaction = False
+        self.digest = 0
 
     # -- DDL --------------------------------------------------------------
 
@@ -469,11 +576,38 @@ cdef class Store:
     def undo_size(self):
         return self.undo.size()
 
+    @property
+    def change_digest(self):
+        """The running digest of every change committed so far (module
+        docstring, "Change digest"): an int in [0, 2**64)."""
+        return self.digest
+
+    @change_digest.setter
+    def change_digest(self, value):
+        # recovery restores it from a snapshot's metadata; inside a
+        # transaction the value would be ambiguous (before or after it?)
+        if self.in_transaction:
+            raise RuntimeError("change_digest cannot be set inside a transaction")
+        if not PyLong_Check(value) or isinstance(value, bool):
+            raise TypeError(f"change_digest must be an int, got {type(value).__name__}")
+        if not 0 <= value <= _MASK64:
+            raise ValueError(f"change_digest must be in [0, 2**64), got {value}")
+        self.digest = <uint64_t>value
+
     # -- undo log internals -----------------------------------------------
 
-    cdef inline void log(self, uint8_t op, Table t, uint32_t rowid, const char* image) noexcept:
+    cdef inline void log(self, uint8_t op, Table t, uint32_t rowid, const char* image,
+                         const char* old_row, const char* new_row) noexcept:
+        """Record a change made to ``t``: ``image`` is the row image to keep
+        for undo (UPDATE), ``old_row``/``new_row`` the row before/after it
+        (NULL for none), hashed now for the change digest: later changes of
+        the same row in this transaction overwrite ``new_row``, so commit
+        could not find it any more."""
         cdef UndoRec rec
         rec.op = op
+        # views are derived from their tables: see "Change digest"
+        rec.digested = not t.is_view
+        rec.change = t.change_hash(op, old_row, new_row) if rec.digested else 0
         rec.table_id = t.table_id
         rec.rowid = rowid
         rec.images_mark = self.images.size()
@@ -500,11 +634,16 @@ cdef class Store:
         self.images.resize(images_mark)
 
     cdef void _release_undo(self) noexcept:
+        """Commit: fold the changes into the digest, in the order they
+        were made, and free what undo kept (DEAD slots, old images)."""
         cdef size_t i
         cdef UndoRec* rec
         cdef Table t
+        cdef uint64_t digest = self.digest
         for i in range(self.undo.size()):
             rec = &self.undo[i]
+            if rec.digested:
+                digest = fs_digest_round(digest, rec.change)
             if rec.op == UNDO_INSERT:
                 continue
             t = <Table>self.by_id[rec.table_id]
@@ -512,6 +651,7 @@ cdef class Store:
                 t.release_slot(rec.rowid)
             elif t.has_outline:
                 t.free_outline(<char*>self.images.data() + rec.image_off)
+        self.digest = digest
         self.undo.clear()
         self.images.clear()
 
@@ -570,10 +710,20 @@ cdef class Table:
     cdef list _keep
     cdef PyTypeObject* row_type
     cdef uint32_t last_rowid
+    # change digest: per 64 columns the mask of the nullable ones (bits of
+    # the stored NULL bitmap that may be set), and per change kind the
+    # hash state after the words every change of the table starts with:
+    # kind, table tag and, without nullable columns, the first row's
+    # all-zero NULL mask (two or three rounds saved per change)
+    cdef int null_bytes
+    cdef int null_words
+    cdef uint64_t* null_masks
+    cdef uint64_t digest_start[4]
 
     def __cinit__(self, Store store, str name, list columns, primary_key, uint32_t table_id,
                   int nvisible=-1, bint is_view=False):
-        cdef int i, offset, nullable_count = 0
+        cdef int i, k, op, offset, nullable_count = 0
+        cdef uint64_t tag
         cdef ColMeta* c
         self.store = store
         self.name = name
@@ -590,12 +740,23 @@ cdef class Table:
         self.col_index = {n: i for i, n in enumerate(self.all_names)}
         self.cols = <ColMeta*>calloc(self.ncols, sizeof(ColMeta))
         self.seen = <uint8_t*>calloc(self.ncols, 1)
-        if self.cols == NULL or self.seen == NULL:
+        self.null_words = (self.ncols + 63) // 64
+        self.null_masks = <uint64_t*>calloc(self.null_words, sizeof(uint64_t))
+        if self.cols == NULL or self.seen == NULL or self.null_masks == NULL:
             raise MemoryError()
-        for col in columns:
+        for i, col in enumerate(columns):
             if col.nullable:
                 nullable_count += 1
+                self.null_masks[i // 64] |= (<uint64_t>1) << (i % 64)
         offset = (self.ncols + 7) // 8 if nullable_count else 0
+        self.null_bytes = offset
+        name_utf8 = name.encode("utf-8")
+        tag = fs_digest_avalanche(fs_digest_bytes(FS_DIGEST_SEED, name_utf8, len(name_utf8)))
+        for op in (UNDO_INSERT, UNDO_DELETE, UNDO_UPDATE):
+            self.digest_start[op] = fs_digest_round(fs_digest_round(FS_DIGEST_SEED, op), tag)
+            if not nullable_count:
+                for k in range(self.null_words):
+                    self.digest_start[op] = fs_digest_round(self.digest_start[op], 0)
         self.has_outline = False
         for i, col in enumerate(columns):
             c = &self.cols[i]
@@ -628,6 +789,14 @@ cdef class Table:
                 raise ValueError(f"{name}.{col.name}: unknown column type {ty}")
             c.offset = offset
             offset += c.width
+            if ty == T_TINYINT or ty == T_SMALLINT or ty == T_INTEGER:
+                c.digest_kind = DK_INT
+            elif ty == T_DECIMAL:
+                c.digest_kind = DK_DECIMAL
+            elif ty == T_VARCHAR or ty == T_VARBINARY:
+                c.digest_kind = DK_INLINE if c.inline_value else DK_OUTLINE
+            else:
+                c.digest_kind = DK_WORD
         self.row_size = offset
         self.slot_size = offset + 1
         self.scratch = <char*>calloc(self.row_size, 1)
@@ -665,10 +834,12 @@ cdef class Table:
         self.release_all()
         free(self.cols)
         free(self.seen)
+        free(self.null_masks)
         free(self.scratch)
         free(self.scratch_old)
         self.cols = NULL
         self.seen = NULL
+        self.null_masks = NULL
         self.scratch = NULL
         self.scratch_old = NULL
 
@@ -774,6 +945,59 @@ cdef class Table:
             PyTuple_SET_ITEM(result, i, value)
         return result
 
+    # -- the change digest (module docstring, "Change digest") -------------
+
+    cdef uint64_t digest_row(self, uint64_t h, const char* row, bint mask_done) noexcept:
+        """Absorb the canonical words of a row: its NULL mask (unless
+        ``mask_done``: the all-zero mask of a table without nullable columns
+        is in ``digest_start``), then the values of its non-NULL columns.
+        Only logical content: no pointers, no bytes of NULL values, no
+        padding, no stray bitmap bits."""
+        cdef int i, k, nb
+        cdef uint8_t dk
+        cdef uint64_t w
+        cdef uint32_t n32
+        cdef const char* p
+        cdef const char* buf
+        cdef ColMeta* c
+        for k in range(0 if mask_done else self.null_words):
+            nb = self.null_bytes - 8 * k
+            w = fs_load_partial(row + 8 * k, 8 if nb > 8 else (nb if nb > 0 else 0))
+            h = fs_digest_round(h, w & self.null_masks[k])
+        # reads the stored values directly (row_to_cell's generic dispatch
+        # cost more than the hashing); each case yields the documented words
+        for i in range(self.ncols):
+            c = &self.cols[i]
+            if c.nullable and (row[c.null_byte] & c.null_mask):
+                continue
+            p = row + c.offset
+            dk = c.digest_kind
+            if dk == DK_WORD:
+                memcpy(&w, p, 8)
+                h = fs_digest_round(h, w)
+            elif dk == DK_INT:
+                h = fs_digest_round(h, <uint64_t>_read_int(p, c.width))
+            elif dk == DK_INLINE:
+                h = fs_digest_bytes(h, p + 1, <uint8_t>p[0])
+            elif dk == DK_OUTLINE:
+                memcpy(&buf, p, sizeof(char*))
+                memcpy(&n32, buf, 4)
+                h = fs_digest_bytes(h, buf + 4, n32)
+            else:
+                h = fs_digest_round(fs_digest_round(h, fs_int128_lo(p)), <uint64_t>fs_int128_hi(p))
+        return h
+
+    cdef uint64_t change_hash(self, uint8_t op, const char* old_row, const char* new_row) noexcept:
+        """The hash of one change: kind, table, old row, new row."""
+        cdef uint64_t h = self.digest_start[op]
+        cdef bint mask_done = self.null_bytes == 0
+        if old_row != NULL:
+            h = self.digest_row(h, old_row, mask_done)
+            mask_done = False
+        if new_row != NULL:
+            h = self.digest_row(h, new_row, mask_done)
+        return fs_digest_avalanche(h)
+
     # -- filling a row from Python values ---------------------------------
 
     cdef int fill_row(self, tuple values, dict named, char* row) except -1:
@@ -875,7 +1099,7 @@ cdef class Table:
         for idx in self.all_indexes:
             idx.add(rowid, slot + 1)
         self.count += 1
-        self.store.log(UNDO_INSERT, self, rowid, NULL)
+        self.store.log(UNDO_INSERT, self, rowid, NULL, NULL, slot + 1)
         self.last_rowid = rowid
         if self.views:
             self.maintain_views(NULL, slot + 1)
@@ -888,7 +1112,7 @@ cdef class Table:
             idx.remove(rowid, slot + 1)
         slot[0] = SLOT_DEAD
         self.count -= 1
-        self.store.log(UNDO_DELETE, self, rowid, NULL)
+        self.store.log(UNDO_DELETE, self, rowid, NULL, slot + 1, NULL)
         if self.views:
             self.maintain_views(slot + 1, NULL)
         return 0
@@ -908,7 +1132,7 @@ cdef class Table:
             if self.has_outline:
                 self.free_outline(row)
             raise
-        self.store.log(UNDO_UPDATE, self, rowid, old)
+        self.store.log(UNDO_UPDATE, self, rowid, old, old, row)
         for idx in changed:
             idx.remove(rowid, old)
         if self.views:

@@ -1,7 +1,7 @@
 /*
  * Small C++ helpers for storage.pyx that Cython cannot express directly:
- * the key hash, 128-bit integer access for DECIMAL, and the block B-tree
- * behind ordered indexes on integer columns.
+ * the key hash, the change digest's hash, 128-bit integer access for
+ * DECIMAL, and the block B-tree behind ordered indexes on integer columns.
  */
 #ifndef FLOWSTATE_STORAGE_SUPPORT_H
 #define FLOWSTATE_STORAGE_SUPPORT_H
@@ -261,6 +261,75 @@ static inline uint64_t fs_hash_bytes(const char *data, size_t len) {
     h *= 0xD6E8FEB86659FD93ULL;
     h ^= h >> 32;
     return h;
+}
+
+/* -- the change digest (see storage.pyx, "Change digest") ------------------
+ *
+ * A FORMAT, not an implementation detail: command logs record digests made
+ * with these functions and recovery compares them with fresh ones. Any
+ * change to the constants or the arithmetic needs a new
+ * CHANGE_DIGEST_VERSION in storage.pyx. Kept apart from fs_hash_bytes (the
+ * index hash, which is free to change) for that reason.
+ *
+ * The constants and the round are xxHash64's (PRIME64_1..3, 5; its
+ * per-lane round and its final avalanche), used here as one sequential
+ * lane over 64-bit words. All arithmetic is modulo 2**64; words are loaded
+ * little-endian (memcpy on the little-endian machines the engine supports). */
+#define FS_DIGEST_P1 0x9E3779B185EBCA87ULL
+#define FS_DIGEST_P2 0xC2B2AE3D27D4EB4FULL
+#define FS_DIGEST_P3 0x165667B19E3779F9ULL
+#define FS_DIGEST_SEED 0x27D4EB2F165667C5ULL
+
+/* round(acc, w) = rotl64(acc + w * P2, 31) * P1 */
+static inline uint64_t fs_digest_round(uint64_t acc, uint64_t w) {
+    acc += w * FS_DIGEST_P2;
+    acc = (acc << 31) | (acc >> 33);
+    return acc * FS_DIGEST_P1;
+}
+
+static inline uint64_t fs_digest_avalanche(uint64_t h) {
+    h ^= h >> 33;
+    h *= FS_DIGEST_P2;
+    h ^= h >> 29;
+    h *= FS_DIGEST_P3;
+    h ^= h >> 32;
+    return h;
+}
+
+/* The n <= 8 bytes at p as a little-endian word, zero-padded, reading
+ * only those bytes; no call to memcpy (whose variable-length path costs
+ * more than the hashing here). For 4..7 bytes, two overlapping 4-byte
+ * loads; for 1..3, three byte loads that may repeat one. */
+static inline uint64_t fs_load_partial(const char *p, size_t n) {
+    const unsigned char *u = (const unsigned char *)p;
+    if (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return w;
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return (uint64_t)a | ((uint64_t)b << (8 * (n - 4)));
+    }
+    if (n == 0) return 0;
+    return (uint64_t)u[0] | ((uint64_t)u[n / 2] << (8 * (n / 2))) | ((uint64_t)u[n - 1] << (8 * (n - 1)));
+}
+
+/* A byte string: its length as one word, then its bytes as little-endian
+ * 64-bit words, the last one zero-padded (none for an empty string). */
+static inline uint64_t fs_digest_bytes(uint64_t acc, const char *p, size_t n) {
+    uint64_t w;
+    acc = fs_digest_round(acc, (uint64_t)n);
+    while (n >= 8) {
+        memcpy(&w, p, 8);
+        acc = fs_digest_round(acc, w);
+        p += 8;
+        n -= 8;
+    }
+    if (n) acc = fs_digest_round(acc, fs_load_partial(p, n));
+    return acc;
 }
 
 typedef __int128 fs_int128;
