@@ -10,7 +10,7 @@ saturated server is throughput. Here:
 
 ``RecordBuffer``
     Records framed back to back in one growing C buffer, exactly as they
-    lie in a segment (command log format version 1, server/commandlog.py):
+    lie in a segment (command log format version 2, server/commandlog.py):
     ``u32 payload length, u32 CRC32C of the payload, payload`` (little-
     endian), the payload one msgpack array. ``append_call`` encodes a CALL
     record's payload itself, for the values a call's parameters are made
@@ -248,18 +248,19 @@ cdef class RecordBuffer:
         self.ends.push_back(self.size)
 
     def append_call(self, txn_id, timestamp_us, procedure, params, idempotency_key,
-                    result_digest) -> bool:
+                    result_digest, change_digest) -> bool:
         """Append ``[1 CALL, txn_id, timestamp_us, procedure, params,
-        idempotency_key, result_digest]``; False (nothing appended) if a
-        value is not one this encoder handles."""
+        idempotency_key, result_digest, change_digest]``; False (nothing
+        appended) if a value is not one this encoder handles."""
         cdef size_t start = self.size
         self._reserve(8)
         self.size += 8
-        self._byte(0x97)
+        self._byte(0x98)
         self._byte(CALL_KIND)
         if (self._int(txn_id) and self._int(timestamp_us)
                 and self._value(procedure, 0) and self._value(params, 0)
-                and self._value(idempotency_key, 0) and self._value(result_digest, 0)):
+                and self._value(idempotency_key, 0) and self._value(result_digest, 0)
+                and self._int(change_digest)):
             self._seal(start)
             return True
         self.size = start

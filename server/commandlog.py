@@ -10,11 +10,11 @@ decisions the partition's log lacks (see server/recovery.py).
 Files: ``<data>/log/<owner>/<segment number, 20 digits>.fslog``, owner
 ``p0``, ``p1``, ... or ``coordinator``; segments numbered from 1.
 
-Segment format, command log format version 1 (integers little-endian):
+Segment format, command log format version 2 (integers little-endian):
 
     header, 32 bytes
       0   8  magic b"FSCMDLOG"
-      8   4  format version, u32 = 1
+      8   4  format version, u32 = 2 (1: see below; both are read)
       12  4  owner, i32 (partition id; -1 for the coordinator)
       16  8  segment number, u64
       24  4  reserved, 0
@@ -30,13 +30,17 @@ does not fit (a record larger than a segment gets a segment of its own).
 
 Payloads:
     [1 CALL, txn_id, timestamp_us, procedure, [params], idempotency_key
-             or nil, result_digest]    a committed single-partition call
-             that wrote; result_digest: a result in 0..2**31-1 that is an
-             int is itself, any other result 2**31 | CRC32C(its msgpack
-             encoding); checked on replay (the determinism guard)
-    [2 MP, mp_seq, txn_id, timestamp_us, [[table, op, args], ...]]
+             or nil, result_digest, change_digest]    a committed single-
+             partition call that wrote; result_digest: a result in
+             0..2**31-1 that is an int is itself, any other result 2**31 |
+             CRC32C(its msgpack encoding); change_digest: the partition's
+             Store.change_digest after the call (u64, the running digest of
+             every committed row change, native/storage.pyx); both are
+             checked on replay (the determinism guard)
+    [2 MP, mp_seq, txn_id, timestamp_us, [[table, op, args], ...],
+             change_digest]
              a committed multi-partition transaction: this partition's
-             writes (fragments), in order
+             writes (fragments), in order, and the change digest after them
     [3 OUTCOME, idempotency_key, status, result, message]
              the outcome of a keyed call that did not write (an abort, a
              read): remembered for exactly-once, nothing to redo
@@ -51,6 +55,10 @@ Payloads:
     [5 CUT, mp_seq]
              a snapshot was taken here (server/snapshot_folder.py): recovery
              from that snapshot replays the records after this one
+
+Version 1 is version 2 without the change digests (CALL records have 7
+elements, MP records 5). A log may hold segments of both versions: a
+server resuming a version 1 log starts a new segment for its records.
 
 Durability modes:
     sync   an answer leaves only after every record appended before it is
@@ -90,10 +98,11 @@ log = logging.getLogger("flowstate")
 
 __all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
            "DECISION", "CUT", "HEADER_BYTES", "frame_record", "fsync_directory", "result_digest",
-           "segment_paths"]
+           "segment_paths", "FORMAT_VERSION"]
 
 MODES = ("sync", "async", "off")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"FSCMDLOG"
 HEADER_BYTES = 32
 RECORD_HEADER = struct.Struct("<II")
@@ -200,9 +209,9 @@ class LogReader:
         (crc,) = struct.unpack_from("<I", data, 28)
         if magic != MAGIC or crc != crc32c.crc32c(data[:28]):
             raise LogCorruptError(f"{path}: not a Flowstate command log segment (bad header)")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise LogCorruptError(f"{path}: command log format version {version}; this server "
-                                  f"reads version {FORMAT_VERSION}")
+                                  f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
         if owner != self.owner or seg != number:
             raise LogCorruptError(f"{path}: the header says owner {owner} segment {seg}, "
                                   f"expected owner {self.owner} segment {number}")
@@ -302,7 +311,7 @@ class CommandLog:
         else:
             number, offset = tail
             path = self.directory / _segment_name(number)
-            self.fd = os.open(path, os.O_WRONLY)
+            self.fd = os.open(path, os.O_RDWR)          # read: its format version
             self.segment = number
             self.offset = offset
             self.capacity = max(os.fstat(self.fd).st_size, offset)
@@ -310,6 +319,9 @@ class CommandLog:
                 _, start, end = torn
                 os.pwrite(self.fd, bytes(end - start), start)   # zero the torn record
                 os.fsync(self.fd)
+            (version,) = struct.unpack("<I", os.pread(self.fd, 4, 8))
+            if version != FORMAT_VERSION:      # an older format's segment: leave it whole
+                self._new_segment(number + 1)
         if self.mode == "async" and loop is not None:
             self.syncer = Syncer()
             self.syncer_thread = threading.Thread(target=self.syncer.run, daemon=True,
@@ -416,9 +428,10 @@ class CommandLog:
             self.loop.call_soon(self._start)
 
     def append_call(self, txn_id: int, timestamp_us: int, procedure: str, params,
-                    idempotency_key, result) -> None:
-        """Append the CALL record of a call that returned ``result`` (the
-        hot path: encoded natively when its values allow)."""
+                    idempotency_key, result, change_digest: int) -> None:
+        """Append the CALL record of a call that returned ``result`` and
+        left the store's change digest at ``change_digest`` (the hot path:
+        encoded natively when its values allow)."""
         if type(result) is int and 0 <= result < 1 << 31:
             digest = result                # result_digest's own fast path, inlined
         else:
@@ -427,9 +440,9 @@ class CommandLog:
             except Exception:
                 digest = None              # its answer is an error anyway
         if not self.pending.append_call(txn_id, timestamp_us, procedure, params,
-                                        idempotency_key, digest):
+                                        idempotency_key, digest, change_digest):
             self.pending.append_payload(pack([CALL, txn_id, timestamp_us, procedure, params,
-                                              idempotency_key, digest]))
+                                              idempotency_key, digest, change_digest]))
         self.appended += 1
         if not self.scheduled and self.mode == "sync":
             self.scheduled = True

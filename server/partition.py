@@ -286,8 +286,9 @@ class Partition:
 
     def replay_call(self, record) -> bool:
         """Redo a logged call with its logged transaction id and timestamp;
-        False if it did not give the logged result (a determinism fault)."""
-        _, txn_id, timestamp_us, name, params, key, digest = record
+        False if it did not give the logged result or change the state as
+        it did then (a determinism fault)."""
+        _, txn_id, timestamp_us, name, params, key, digest = record[:7]
         bound = self.lookup(name)
         proc = bound.instance
         proc.txn_id, proc.timestamp_us, proc._random = txn_id, timestamp_us, None
@@ -302,6 +303,8 @@ class Partition:
             self.determinism_faults += 1
             log_fault(f"replaying {name} (transaction {txn_id}) raised {type(e).__name__}: {e}; "
                       f"it committed when it first ran")
+            if len(record) > 7:
+                store.change_digest = record[7]     # one fault, not one per later record
             return False
         store.commit()
         self.calls += 1
@@ -312,11 +315,16 @@ class Partition:
             self.determinism_faults += 1
             log_fault(f"replaying {name} (transaction {txn_id}) gave a different result "
                       f"({result!r:.80}) than when it first ran")
+            if len(record) > 7:
+                store.change_digest = record[7]
             return False
-        return True
+        return self._check_changes(record[7] if len(record) > 7 else None,
+                                   f"replaying {name} (transaction {txn_id})")
 
-    def replay_writes(self, txn_id: int, timestamp_us: int, writes) -> None:
-        """Redo a multi-partition transaction's writes here."""
+    def replay_writes(self, txn_id: int, timestamp_us: int, writes,
+                      change_digest: int | None = None) -> bool:
+        """Redo a multi-partition transaction's writes here; False if they
+        did not leave the logged change digest (a determinism fault)."""
         self.begin_fragments(txn_id, timestamp_us)
         try:
             for table, op, args in writes:
@@ -325,6 +333,20 @@ class Partition:
             self.end_fragments(False)
             raise
         self.end_fragments(True)
+        return self._check_changes(change_digest,
+                                   f"replaying multi-partition transaction {txn_id}")
+
+    def _check_changes(self, logged: int | None, what: str) -> bool:
+        """Compare the store's running change digest with the logged one.
+        On a mismatch the digest is reset to the logged value, so that
+        one fault is reported once, not again at every later record."""
+        if logged is None or self.store.change_digest == logged:
+            return True
+        self.determinism_faults += 1
+        log_fault(f"{what} changed the rows differently than when it first ran (change "
+                  f"digest {self.store.change_digest:016x}, logged {logged:016x})")
+        self.store.change_digest = logged
+        return False
 
     # -- idempotency ------------------------------------------------------
 
@@ -418,7 +440,8 @@ class Partition:
                 "last_txn_id": self.last_txn_id, "tables": tables, "procedures": procedures,
                 "latency": self.latency.to_wire(),
                 "idempotency_keys": len(self.outcomes),
-                "determinism_faults": self.determinism_faults}
+                "determinism_faults": self.determinism_faults,
+                "change_digest": f"{self.store.change_digest:016x}"}
 
 
 def cluster_state_hash(catalog, per_partition: list[dict]) -> dict:

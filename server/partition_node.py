@@ -147,7 +147,7 @@ class PartitionNode(Node):
                 if partition.wrote and command_log is not None:
                     proc = bound.instance
                     command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name, params,
-                                            None, result)
+                                            None, result, partition.store.change_digest)
                 try:
                     out.append(response_frame(request_id, result))
                 except Exception as e:
@@ -220,7 +220,7 @@ class PartitionNode(Node):
         if partition.wrote and self.command_log is not None:
             proc = bound.instance
             self.command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name, params, key,
-                                         outcome[1])
+                                         outcome[1], partition.store.change_digest)
         try:
             data = frame([RESPONSE, request_id, *outcome])
         except Exception as e:
@@ -294,6 +294,7 @@ class PartitionNode(Node):
         meta = {"partition": self.partition_id, "cut": cut,
                 "last_txn_id": partition.last_txn_id,
                 "last_timestamp_us": partition._last_timestamp_us,
+                "change_digest": partition.store.change_digest,
                 "outcomes": [[key, list(outcome)] for key, outcome in partition.outcomes.items()],
                 "log_segment": None if command_log is None else command_log.segment}
         marker = 0
@@ -369,7 +370,7 @@ class PartitionNode(Node):
             self.partition.last_mp_seq = txn_id >> MP_TAG_BITS
             if self.mp_writes and self.command_log is not None:
                 self.command_log.append(pack([LOG_MP, txn_id >> MP_TAG_BITS, txn_id, timestamp_us,
-                                              self.mp_writes]))
+                                              self.mp_writes, self.partition.store.change_digest]))
         self.mp_txn = None
         self.mp_writes = []
         self.release_others()

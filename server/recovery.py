@@ -90,6 +90,8 @@ def load_newest_snapshot(partition, data_dir) -> dict | None:
         partition.last_txn_id = max(partition.last_txn_id, meta["last_txn_id"])
         partition._last_timestamp_us = max(partition._last_timestamp_us,
                                            meta["last_timestamp_us"])
+        # (snapshots from before change digests: the running digest starts at 0)
+        partition.store.change_digest = meta.get("change_digest", 0)
         for key, outcome in meta["outcomes"]:
             partition.remember(key, tuple(outcome))
         return meta
@@ -129,7 +131,8 @@ def recover_partition(partition, data_dir) -> dict:
         if kind == CALL:
             partition.replay_call(record)
         elif kind == MP:
-            partition.replay_writes(record[2], record[3], record[4])
+            partition.replay_writes(record[2], record[3], record[4],
+                                    record[5] if len(record) > 5 else None)
             last_mp = record[1]
         elif kind == OUTCOME:
             partition.remember(record[1], (record[2], record[3], record[4]))
@@ -161,7 +164,8 @@ def recover_partition(partition, data_dir) -> dict:
         if not writes:
             continue                   # it changed nothing here
         partition.replay_writes(txn_id, timestamp_us, writes)
-        missing.append(pack([MP, mp_seq, txn_id, timestamp_us, writes]))
+        missing.append(pack([MP, mp_seq, txn_id, timestamp_us, writes,
+                             partition.store.change_digest]))
         last_mp = mp_seq
         progress.tick()
     partition.last_mp_seq = last_mp

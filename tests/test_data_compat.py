@@ -4,6 +4,7 @@ tests/data/make_folder.py with the release named; its expected.json holds
 the @StateHash and Results the server gave before it stopped."""
 
 import json
+import struct
 import subprocess
 import sys
 import tarfile
@@ -13,6 +14,7 @@ import pytest
 
 from flowstate.client import Client
 from flowstate.server.application import DEFAULT_APP
+from flowstate.server.commandlog import FORMAT_VERSION, segment_paths
 
 from server_harness import ServerProcess
 
@@ -36,14 +38,37 @@ def test_verify_reads_the_folder_to_the_same_state(folder):
     assert out.stdout.split()[-1] == expected["state_hash"]["total"]
 
 
+def segment_versions(data: Path) -> dict[str, list[int]]:
+    """Each log folder's segments' format versions, oldest first."""
+    return {owner.name: [struct.unpack_from("<I", p.read_bytes()[:12], 8)[0]
+                         for p in segment_paths(owner)]
+            for owner in sorted((data / "log").iterdir())}
+
+
 def test_a_server_recovers_the_folder(folder, tmp_path):
     path, expected = folder
+    before = segment_versions(path)
     server = ServerProcess(tmp_path, partitions=2, extra=["--data", str(path)])
     try:
         with Client(server.address) as client:
             assert client.call("@StateHash").result == expected["state_hash"]
             assert [list(r) for r in client.call("Results").result] == expected["results"]
             assert client.call("Vote", 5085551234, 1, 2).result == 0      # and it goes on
+            after_vote = client.call("@StateHash").result
+    finally:
+        server.stop()
+        server.kill()
+    # the older segments stay as they were; new records go to current-format ones
+    after = segment_versions(path)
+    for owner, versions in before.items():
+        assert after[owner][:len(versions)] == versions
+        assert after[owner][-1] == FORMAT_VERSION
+    server = ServerProcess(tmp_path, partitions=2, extra=["--data", str(path)])
+    try:
+        with Client(server.address) as client:
+            assert client.call("@StateHash").result == after_vote
+            assert all(p["determinism_faults"] == 0
+                       for p in client.call("@Statistics").result["partitions"])
     finally:
         server.stop()
         server.kill()

@@ -49,13 +49,13 @@ def expected_record(fields: list) -> bytes:
        txn_id=st.integers(0, 2**63 - 1), timestamp=st.integers(0, 2**63 - 1),
        key=st.none() | st.text(max_size=40) | st.binary(max_size=40),
        digest=st.none() | st.integers(0, 2**32 - 1),
-       name=st.text(min_size=1, max_size=40))
+       name=st.text(min_size=1, max_size=40), changes=st.integers(0, 2**64 - 1))
 def test_append_call_frames_what_msgpack_and_crc32c_give(params, txn_id, timestamp, key,
-                                                         digest, name):
+                                                         digest, name, changes):
     buffer = RecordBuffer()
     buffer.append_payload(b"\x91\x05")                      # one record before it
-    assert buffer.append_call(txn_id, timestamp, name, params, key, digest)
-    fields = [CALL, txn_id, timestamp, name, params, key, digest]
+    assert buffer.append_call(txn_id, timestamp, name, params, key, digest, changes)
+    fields = [CALL, txn_id, timestamp, name, params, key, digest, changes]
     assert buffer.record(1) == expected_record(fields)
     assert unpack(buffer.record(1)[8:]) == fields
     assert len(buffer) == 2
@@ -71,12 +71,12 @@ class Level(enum.IntEnum):
     {"k": [1, 2, decimal.Decimal(3)]}, 1.0j, Level.HIGH])
 def test_values_left_to_python_leave_nothing(value):
     buffer = RecordBuffer()
-    assert buffer.append_call(1, 2, "P", [1], None, 3)
+    assert buffer.append_call(1, 2, "P", [1], None, 3, 9)
     before = (len(buffer), buffer.nbytes, buffer.record(0))
-    assert not buffer.append_call(1, 2, "P", [1, "x" * 100, value], None, 3)
+    assert not buffer.append_call(1, 2, "P", [1, "x" * 100, value], None, 3, 9)
     assert (len(buffer), buffer.nbytes, buffer.record(0)) == before
-    assert buffer.append_call(4, 5, "P", [2], None, 6)        # and it goes on
-    assert buffer.record(1) == expected_record([CALL, 4, 5, "P", [2], None, 6])
+    assert buffer.append_call(4, 5, "P", [2], None, 6, 2**64 - 1)        # and it goes on
+    assert buffer.record(1) == expected_record([CALL, 4, 5, "P", [2], None, 6, 2**64 - 1])
 
 
 def test_deep_nesting_is_left_to_python():
@@ -84,7 +84,7 @@ def test_deep_nesting_is_left_to_python():
     for _ in range(100):
         value = [value]
     buffer = RecordBuffer()
-    assert not buffer.append_call(1, 2, "P", [value], None, 3)
+    assert not buffer.append_call(1, 2, "P", [value], None, 3, 0)
     assert buffer.nbytes == 0
 
 
@@ -161,7 +161,7 @@ def test_async_log_syncs_on_ticks_and_releases_held_answers(tmp_path):
     calls = {}                         # every other record goes in as a call and its result
     for i in range(0, 200, 2):
         fields = unpack(payloads[i])
-        calls[i] = fields[1:6] + [i]
+        calls[i] = fields[1:6] + [i, 2**63 + i]
         payloads[i] = pack([CALL, *calls[i]])
 
     async def main():

@@ -1,8 +1,12 @@
 """Writes tests/data/<name>.tar.gz: a small data folder of this release's
-on-disk formats (command log v1, snapshot v1), and its expected state, so
-that later releases are tested against recovering it.
+on-disk formats, and its expected state, so that later releases are tested
+against recovering it.
 
-    python tests/data/make_folder.py v1-voter-2p
+    python tests/data/make_folder.py v2-voter-2p
+
+Folders kept: v1-voter-2p (command log v1, snapshot v1), v2-voter-2p
+(command log v2: change digests; snapshot v1 with the change digest in
+its meta).
 
 The folder: the Voter app on 2 partitions, Initialize, 300 votes, a
 snapshot, 200 more votes (in the log after the snapshot's cut), stopped
