@@ -53,6 +53,9 @@ def test_a_server_recovers_the_folder(folder, tmp_path):
         with Client(server.address) as client:
             assert client.call("@StateHash").result == expected["state_hash"]
             assert [list(r) for r in client.call("Results").result] == expected["results"]
+            if "change_digests" in expected:          # (folders from format 2 on)
+                assert [p["change_digest"] for p in client.call("@Statistics").result[
+                    "partitions"]] == expected["change_digests"]
             assert client.call("Vote", 5085551234, 1, 2).result == 0      # and it goes on
             after_vote = client.call("@StateHash").result
     finally:

@@ -41,7 +41,9 @@ def main(name: str) -> None:
             for i in range(200):
                 client.call("Vote", 6175550000 + i * 104729 % 10_000, i % 6 + 1, 2)
             expected = {"state_hash": client.call("@StateHash").result,
-                        "results": [list(r) for r in client.call("Results").result]}
+                        "results": [list(r) for r in client.call("Results").result],
+                        "change_digests": [p["change_digest"] for p in
+                                           client.call("@Statistics").result["partitions"]]}
         assert server.stop() == 0
         (server.data / "flowstate.lock").unlink()
         (server.data / "expected.json").write_text(json.dumps(expected, indent=1))
