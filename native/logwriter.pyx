@@ -153,32 +153,23 @@ cdef class RecordBuffer:
             return self._head(m16, n, 2)
         return self._head(m32, n, 4)
 
-    cdef int _int(self, value) except -1:
-        """1: encoded; 0: out of msgpack's range (left to the caller)."""
-        cdef int overflow = 0
-        cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        cdef unsigned long long u
-        if overflow > 0:
-            try:
-                u = PyLong_AsUnsignedLongLong(value)
-            except OverflowError:
-                return 0
-            self._head(0xcf, u, 8)
-            return 1
-        if overflow < 0:
-            return 0
+    cdef int _unsigned(self, uint64_t v) except -1:
+        if v < 128:
+            self._byte(<uint8_t>v)
+        elif v < 256:
+            self._head(0xcc, v, 1)
+        elif v < 65536:
+            self._head(0xcd, v, 2)
+        elif v < 4294967296:
+            self._head(0xce, v, 4)
+        else:
+            self._head(0xcf, v, 8)
+        return 1
+
+    cdef int _signed(self, int64_t v) except -1:
         if v >= 0:
-            if v < 128:
-                self._byte(<uint8_t>v)
-            elif v < 256:
-                self._head(0xcc, v, 1)
-            elif v < 65536:
-                self._head(0xcd, v, 2)
-            elif v < 4294967296:
-                self._head(0xce, v, 4)
-            else:
-                self._head(0xcf, v, 8)
-        elif v >= -32:
+            return self._unsigned(<uint64_t>v)
+        if v >= -32:
             self._byte(<uint8_t>(v & 0xff))
         elif v >= -128:
             self._head(0xd0, <uint64_t>v, 1)
@@ -189,6 +180,21 @@ cdef class RecordBuffer:
         else:
             self._head(0xd3, <uint64_t>v, 8)
         return 1
+
+    cdef int _int(self, value) except -1:
+        """1: encoded; 0: out of msgpack's range (left to the caller)."""
+        cdef int overflow = 0
+        cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        cdef unsigned long long u
+        if overflow > 0:
+            try:
+                u = PyLong_AsUnsignedLongLong(value)
+            except OverflowError:
+                return 0
+            return self._unsigned(u)
+        if overflow < 0:
+            return 0
+        return self._signed(v)
 
     cdef int _value(self, value, int depth) except -1:
         """Encode ``value``: 1 done, 0 a type (or depth) this encoder
@@ -247,24 +253,40 @@ cdef class RecordBuffer:
             self.data[start + 4 + i] = <char>(crc >> (8 * i))
         self.ends.push_back(self.size)
 
-    def append_call(self, txn_id, timestamp_us, procedure, params, idempotency_key,
-                    result_digest, change_digest) -> bool:
+    def append_call(self, int64_t txn_id, int64_t timestamp_us, procedure, params,
+                    idempotency_key, result, uint64_t change_digest) -> bool:
         """Append ``[1 CALL, txn_id, timestamp_us, procedure, params,
-        idempotency_key, result_digest, change_digest]``; False (nothing
-        appended) if a value is not one this encoder handles."""
+        idempotency_key, result_digest(result), change_digest]``; False
+        (nothing appended) if a value is not one this encoder handles.
+        The result digest is server/commandlog.result_digest's: ``result``
+        itself for an int in 0..2**31-1, else 2**31 | the CRC32C of its
+        msgpack encoding (made here, byte for byte msgpack-python's)."""
         cdef size_t start = self.size
+        cdef size_t scratch
+        cdef uint32_t digest
         self._reserve(8)
         self.size += 8
         self._byte(0x98)
         self._byte(CALL_KIND)
-        if (self._int(txn_id) and self._int(timestamp_us)
-                and self._value(procedure, 0) and self._value(params, 0)
-                and self._value(idempotency_key, 0) and self._value(result_digest, 0)
-                and self._int(change_digest)):
-            self._seal(start)
-            return True
-        self.size = start
-        return False
+        self._signed(txn_id)
+        self._signed(timestamp_us)
+        if not (self._value(procedure, 0) and self._value(params, 0)
+                and self._value(idempotency_key, 0)):
+            self.size = start
+            return False
+        if type(result) is int and 0 <= result < 2147483648:
+            digest = <uint32_t>result
+        else:
+            scratch = self.size            # the result's encoding, only to CRC it
+            if not self._value(result, 0):
+                self.size = start
+                return False
+            digest = fs_crc32c(0, self.data + scratch, self.size - scratch) | 0x80000000u
+            self.size = scratch
+        self._unsigned(digest)
+        self._unsigned(change_digest)
+        self._seal(start)
+        return True
 
     def append_payload(self, bytes payload) -> None:
         """Append a record whose payload (one msgpack array) is made."""

@@ -295,7 +295,7 @@ class CommandLog:
         self.preparing = None              # (segment number, future of its temporary path)
         self.builder = None                # the thread that builds the next segment
         self.build_ahead = True
-        self.appended = 0
+        self.handed = 0                    # records moved out of ``pending`` (or written directly)
         self.fsyncs = 0
         self.fsync_seconds = 0.0
         self.bytes_written = 0
@@ -328,6 +328,9 @@ class CommandLog:
                                                   name=f"command-log-fsync-{self.owner}")
             self.syncer_thread.start()
             loop.add_reader(self.syncer.done_fd, self._synced)
+        if loop is not None:
+            # async: the writes; sync: only a safety net, since a held
+            # answer schedules the write of the records before it
             loop.call_later(self.fsync_interval, self._tick)
 
     def _build_segment(self, number: int, size: int) -> Path:
@@ -422,7 +425,6 @@ class CommandLog:
     def append(self, payload: bytes) -> None:
         """Append a record whose payload is packed already."""
         self.pending.append_payload(payload)
-        self.appended += 1
         if not self.scheduled and self.mode == "sync":
             self.scheduled = True
             self.loop.call_soon(self._start)
@@ -430,23 +432,28 @@ class CommandLog:
     def append_call(self, txn_id: int, timestamp_us: int, procedure: str, params,
                     idempotency_key, result, change_digest: int) -> None:
         """Append the CALL record of a call that returned ``result`` and
-        left the store's change digest at ``change_digest`` (the hot path:
-        encoded natively when its values allow)."""
-        if type(result) is int and 0 <= result < 1 << 31:
-            digest = result                # result_digest's own fast path, inlined
-        else:
+        left the store's change digest at ``change_digest``.
+
+        The hot path (PartitionNode.handle) calls ``pending.append_call``
+        itself and comes here only when that declines (a value the native
+        encoder leaves to msgpack-python); in sync mode it needs no
+        scheduling: its answer is held, which schedules the write."""
+        if not self.pending.append_call(txn_id, timestamp_us, procedure, params,
+                                        idempotency_key, result, change_digest):
             try:
                 digest = result_digest(result)
             except Exception:
                 digest = None              # its answer is an error anyway
-        if not self.pending.append_call(txn_id, timestamp_us, procedure, params,
-                                        idempotency_key, digest, change_digest):
             self.pending.append_payload(pack([CALL, txn_id, timestamp_us, procedure, params,
                                               idempotency_key, digest, change_digest]))
-        self.appended += 1
         if not self.scheduled and self.mode == "sync":
             self.scheduled = True
             self.loop.call_soon(self._start)
+
+    @property
+    def appended(self) -> int:
+        """Records appended so far."""
+        return self.handed + len(self.pending)
 
     @property
     def unwritten(self) -> bool:
@@ -488,6 +495,7 @@ class CommandLog:
                 self.held = []
                 return
             self.pending, self.flight = self.flight, self.pending
+            self.handed += len(self.flight)
         held, self.held = self.held, []
         self.flight_held = held
         self.writing = True
@@ -623,7 +631,7 @@ class CommandLog:
                 pass
             self.offset = start      # the next record goes in its place
             raise
-        self.appended += 1
+        self.handed += 1
         if self.mode == "sync":
             self.fsyncs += 1
         self._prepare_next()
@@ -638,7 +646,7 @@ class CommandLog:
                 os.fdatasync(self.fd)
                 self._new_segment(self.segment + 1, at_least=len(record))
             self._pwrite(record)
-            self.appended += 1
+            self.handed += 1
         os.fdatasync(self.fd)
         self.fsyncs += 1
         self._prepare_next()
@@ -651,7 +659,7 @@ class CommandLog:
     def durable(self) -> int:
         """How many of the records appended so far are on disk (fsynced in
         sync and async modes)."""
-        return self.appended - len(self.pending) - len(self.flight)
+        return self.handed - len(self.flight)
 
     def refusal(self) -> str | None:
         """Why writes are refused now (the log cannot be written), or None."""

@@ -146,8 +146,11 @@ class PartitionNode(Node):
                     continue
                 if partition.wrote and command_log is not None:
                     proc = bound.instance
-                    command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name, params,
-                                            None, result, partition.store.change_digest)
+                    if not command_log.pending.append_call(
+                            proc.txn_id, proc.timestamp_us, bound.name, params, None, result,
+                            partition.store.change_digest):
+                        command_log.append_call(proc.txn_id, proc.timestamp_us, bound.name,
+                                                params, None, result, partition.store.change_digest)
                 try:
                     out.append(response_frame(request_id, result))
                 except Exception as e:

@@ -27,7 +27,7 @@ from hypothesis import given, settings, strategies as st
 
 from flowstate.native.logwriter import RecordBuffer, Syncer, crc32c as native_crc32c
 from flowstate.protocol import pack, unpack
-from flowstate.server.commandlog import CALL, CommandLog, LogReader
+from flowstate.server.commandlog import CALL, CommandLog, LogReader, result_digest
 
 from test_commandlog import FakeConnection, assert_clean, payload
 
@@ -48,14 +48,14 @@ def expected_record(fields: list) -> bytes:
 @given(params=st.lists(values, max_size=6),
        txn_id=st.integers(0, 2**63 - 1), timestamp=st.integers(0, 2**63 - 1),
        key=st.none() | st.text(max_size=40) | st.binary(max_size=40),
-       digest=st.none() | st.integers(0, 2**32 - 1),
+       result=values,
        name=st.text(min_size=1, max_size=40), changes=st.integers(0, 2**64 - 1))
 def test_append_call_frames_what_msgpack_and_crc32c_give(params, txn_id, timestamp, key,
-                                                         digest, name, changes):
+                                                         result, name, changes):
     buffer = RecordBuffer()
     buffer.append_payload(b"\x91\x05")                      # one record before it
-    assert buffer.append_call(txn_id, timestamp, name, params, key, digest, changes)
-    fields = [CALL, txn_id, timestamp, name, params, key, digest, changes]
+    assert buffer.append_call(txn_id, timestamp, name, params, key, result, changes)
+    fields = [CALL, txn_id, timestamp, name, params, key, result_digest(result), changes]
     assert buffer.record(1) == expected_record(fields)
     assert unpack(buffer.record(1)[8:]) == fields
     assert len(buffer) == 2
@@ -74,6 +74,8 @@ def test_values_left_to_python_leave_nothing(value):
     assert buffer.append_call(1, 2, "P", [1], None, 3, 9)
     before = (len(buffer), buffer.nbytes, buffer.record(0))
     assert not buffer.append_call(1, 2, "P", [1, "x" * 100, value], None, 3, 9)
+    assert (len(buffer), buffer.nbytes, buffer.record(0)) == before
+    assert not buffer.append_call(1, 2, "P", [1], None, [value], 9)       # as a result too
     assert (len(buffer), buffer.nbytes, buffer.record(0)) == before
     assert buffer.append_call(4, 5, "P", [2], None, 6, 2**64 - 1)        # and it goes on
     assert buffer.record(1) == expected_record([CALL, 4, 5, "P", [2], None, 6, 2**64 - 1])
@@ -161,8 +163,9 @@ def test_async_log_syncs_on_ticks_and_releases_held_answers(tmp_path):
     calls = {}                         # every other record goes in as a call and its result
     for i in range(0, 200, 2):
         fields = unpack(payloads[i])
-        calls[i] = fields[1:6] + [i, 2**63 + i]
-        payloads[i] = pack([CALL, *calls[i]])
+        result = i if i % 4 else [decimal.Decimal(i)]     # the second: msgpack-python's way
+        calls[i] = fields[1:6] + [result, 2**63 + i]
+        payloads[i] = pack([CALL, *fields[1:6], result_digest(result), 2**63 + i])
 
     async def main():
         log = CommandLog(tmp_path, 0, "async", fsync_interval_ms=5, segment_bytes=4096)
@@ -191,3 +194,11 @@ def test_async_log_syncs_on_ticks_and_releases_held_answers(tmp_path):
     reader = LogReader(tmp_path, 0)
     assert [body for _, _, body in reader.records()] == payloads
     assert_clean(tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(result=values)
+def test_the_native_result_digest_is_result_digest(result):
+    buffer = RecordBuffer()
+    assert buffer.append_call(1, 2, "P", [], None, result, 0)
+    assert unpack(buffer.record(0)[8:])[6] == result_digest(result)
