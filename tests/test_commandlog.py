@@ -204,9 +204,11 @@ def test_appends_rotate_segments(tmp_path):
     assert_clean(tmp_path)
 
 
-def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch, mode):
     """No room for the next segment: the group's answers wait, the log says
-    why, and once there is room every record is there exactly once."""
+    why, and once there is room every record is there exactly once (in
+    async mode too, where the loop writes and the native thread syncs)."""
     full = [True]
     real_fallocate = os.posix_fallocate
 
@@ -220,7 +222,7 @@ def test_a_failed_rotation_is_retried_without_repeats(tmp_path, monkeypatch):
     during = [payload(i, pad=60) for i in range(50, 53)]
 
     async def main():
-        log = CommandLog(tmp_path, 0, "sync", segment_bytes=4096)
+        log = CommandLog(tmp_path, 0, mode, segment_bytes=4096)
         log.open(asyncio.get_running_loop(), None)
         # from now on no segment can be made, not even the next one the log
         # builds ahead in the background once the current one is half full
