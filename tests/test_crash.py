@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import random
@@ -723,6 +724,30 @@ def crash(server: Server, book: Book, rng: random.Random, targets: collections.C
     server.start()
 
 
+@contextlib.contextmanager
+def under_load(tmp_path: Path, durability: str, seed: int, **workload_options):
+    """A started server of ``durability``, the bank's accounts open and the
+    workload running: yields (server, book, accounts, workload). A failure
+    inside is re-raised with the seed and the server's log (Seeded); on the
+    way out the workload's threads are told to stop (a no-op after
+    ``workload.stop()``) and every server process is killed."""
+    server = Server(tmp_path, durability, free_port_run())
+    book = Book()
+    accounts, missing = bank()
+    try:
+        with Seeded(seed, server):
+            server.start()
+            open_accounts(book, server.address, accounts)
+            workload = Workload(book, server.address, seed, accounts, missing,
+                                **workload_options)
+            workload.start()
+            yield server, book, accounts, workload
+    finally:
+        book.stopping = True
+        book.audit_done()
+        server.cleanup()
+
+
 # -- the tests --------------------------------------------------------------------------
 
 def test_acknowledged_writes_survive_kill_9(tmp_path):
@@ -734,50 +759,35 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     kills = int(os.environ.get("FLOWSTATE_CRASH_KILLS", "22"))
     print(f"seed {seed}, {kills} kills")
     rng = random.Random(seed)
-    server = Server(tmp_path, "sync", free_port_run())
-    book = Book()
-    accounts, missing = bank()
-    workload = None
     started = time.monotonic()
-    try:
-        with Seeded(seed, server):
-            server.start()
-            open_accounts(book, server.address, accounts)
-            workload = Workload(book, server.address, seed, accounts, missing)
-            workload.start()
-            targets = collections.Counter()
-            seen = collections.Counter()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.1, 0.7))      # a random moment under load
-                crash(server, book, rng, targets)
-                check_no_failures(book)
-                seen.update(audit_now(book, server.address, durable=True)[0])
-            # every call answered (the outcome-unknown ones by their retries)
-            workload.stop()
-            workload = None
+    with under_load(tmp_path, "sync", seed) as (server, book, accounts, workload):
+        targets = collections.Counter()
+        seen = collections.Counter()
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.1, 0.7))      # a random moment under load
+            crash(server, book, rng, targets)
             check_no_failures(book)
-            final, before = audit_now(book, server.address, durable=True, final=True)
-            # and a clean stop keeps it all
-            assert server.stop() == 0
-            server.start()
-            after = read_state(server.address)
-            assert after == before
-            assert server.stop(signal.SIGTERM) == 0
-            calls = book.counts()
-            unknown = sum(1 for c in book.calls.values() if c.unknown)
-            seen_applied = sum(1 for c in book.calls.values() if c.seen)
-            print(f"{sum(targets[t] for t in KILL_TARGETS)} kills {dict(targets)} in "
-                  f"{time.monotonic() - started:.1f} s; {len(book.calls)} calls "
-                  f"{dict(calls)}; {unknown} had an outcome-unknown attempt ({seen_applied} "
-                  f"of them seen applied before their answer); audits saw {dict(seen)}; "
-                  f"final {dict(final)}")
-            assert calls["ok"] > len(accounts)
-            assert sum(targets[t] for t in KILL_TARGETS) == kills
-    finally:
-        if workload is not None:
-            book.stopping = True
-            book.audit_done()
-        server.cleanup()
+            seen.update(audit_now(book, server.address, durable=True)[0])
+        # every call answered (the outcome-unknown ones by their retries)
+        workload.stop()
+        check_no_failures(book)
+        final, before = audit_now(book, server.address, durable=True, final=True)
+        # and a clean stop keeps it all
+        assert server.stop() == 0
+        server.start()
+        after = read_state(server.address)
+        assert after == before
+        assert server.stop(signal.SIGTERM) == 0
+        calls = book.counts()
+        unknown = sum(1 for c in book.calls.values() if c.unknown)
+        seen_applied = sum(1 for c in book.calls.values() if c.seen)
+        print(f"{sum(targets[t] for t in KILL_TARGETS)} kills {dict(targets)} in "
+              f"{time.monotonic() - started:.1f} s; {len(book.calls)} calls "
+              f"{dict(calls)}; {unknown} had an outcome-unknown attempt ({seen_applied} "
+              f"of them seen applied before their answer); audits saw {dict(seen)}; "
+              f"final {dict(final)}")
+        assert calls["ok"] > len(accounts)
+        assert sum(targets[t] for t in KILL_TARGETS) == kills
 
 
 def test_async_durability_recovers_a_consistent_prefix(tmp_path):
@@ -789,36 +799,21 @@ def test_async_durability_recovers_a_consistent_prefix(tmp_path):
     kills = 8
     print(f"seed {seed}")
     rng = random.Random(seed)
-    server = Server(tmp_path, "async", free_port_run())
-    book = Book()
-    accounts, missing = bank()
-    workload = None
-    try:
-        with Seeded(seed, server):
-            server.start()
-            open_accounts(book, server.address, accounts)
-            workload = Workload(book, server.address, seed, accounts, missing,
-                                sync_threads=4, async_tasks=3)
-            workload.start()
-            targets = collections.Counter()
-            seen = collections.Counter()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.1, 0.6))
-                crash(server, book, rng, targets)
-                check_no_failures(book)
-                seen.update(audit_now(book, server.address, durable=False)[0])
-            workload.stop()
-            workload = None
+    with under_load(tmp_path, "async", seed, sync_threads=4,
+                    async_tasks=3) as (server, book, _, workload):
+        targets = collections.Counter()
+        seen = collections.Counter()
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.1, 0.6))
+            crash(server, book, rng, targets)
             check_no_failures(book)
-            seen.update(audit_now(book, server.address, durable=False, final=True)[0])
-            print(f"kills {dict(targets)}; {len(book.calls)} calls {dict(book.counts())}; "
-                  f"audits saw {dict(seen)}")
-            assert server.stop() == 0
-    finally:
-        if workload is not None:
-            book.stopping = True
-            book.audit_done()
-        server.cleanup()
+            seen.update(audit_now(book, server.address, durable=False)[0])
+        workload.stop()
+        check_no_failures(book)
+        seen.update(audit_now(book, server.address, durable=False, final=True)[0])
+        print(f"kills {dict(targets)}; {len(book.calls)} calls {dict(book.counts())}; "
+              f"audits saw {dict(seen)}")
+        assert server.stop() == 0
 
 
 @pytest.mark.parametrize("how", ["kill", "stop"])
@@ -868,39 +863,24 @@ def test_sync_durability_survives_a_clean_stop(tmp_path):
     before."""
     seed = seed_from_environment()
     print(f"seed {seed}")
-    server = Server(tmp_path, "sync", free_port_run())
-    book = Book()
-    accounts, missing = bank()
-    workload = None
-    try:
-        with Seeded(seed, server):
+    with under_load(tmp_path, "sync", seed, sync_threads=4,
+                    async_tasks=2) as (server, book, _, workload):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            time.sleep(0.5)
+            book.kill_window()
+            assert server.stop(sig) == 0
+            book.after_kill()
             server.start()
-            open_accounts(book, server.address, accounts)
-            workload = Workload(book, server.address, seed, accounts, missing,
-                                sync_threads=4, async_tasks=2)
-            workload.start()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                time.sleep(0.5)
-                book.kill_window()
-                assert server.stop(sig) == 0
-                book.after_kill()
-                server.start()
-                check_no_failures(book)
-                audit_now(book, server.address, durable=True)
-            workload.stop()
-            workload = None
             check_no_failures(book)
-            _, before = audit_now(book, server.address, durable=True, final=True)
-            assert server.stop() == 0
-            server.start()
-            assert read_state(server.address) == before
-            assert "recovered" in server.log
-            assert server.stop() == 0
-    finally:
-        if workload is not None:
-            book.stopping = True
-            book.audit_done()
-        server.cleanup()
+            audit_now(book, server.address, durable=True)
+        workload.stop()
+        check_no_failures(book)
+        _, before = audit_now(book, server.address, durable=True, final=True)
+        assert server.stop() == 0
+        server.start()
+        assert read_state(server.address) == before
+        assert "recovered" in server.log
+        assert server.stop() == 0
 
 
 # -- a process killed inside a multi-partition transaction -----------------------------
