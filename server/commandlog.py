@@ -93,12 +93,13 @@ import crc32c
 from flowstate.errors import InternalError
 from flowstate.native.logwriter import RecordBuffer, Syncer
 from flowstate.protocol import pack
+from flowstate.server.files import fsync_directory
 
 log = logging.getLogger("flowstate")
 
 __all__ = ["CommandLog", "LogReader", "LogCorruptError", "MODES", "CALL", "MP", "OUTCOME",
-           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "fsync_directory", "result_digest",
-           "segment_paths", "FORMAT_VERSION"]
+           "DECISION", "CUT", "HEADER_BYTES", "frame_record", "result_digest", "segment_paths",
+           "FORMAT_VERSION"]
 
 MODES = ("sync", "async", "off")
 FORMAT_VERSION = 2
@@ -144,14 +145,6 @@ def _segment_name(number: int) -> str:
 def _header(owner: int, number: int) -> bytes:
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, owner, number, 0)
     return head + struct.pack("<I", crc32c.crc32c(head))
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LogReader:
@@ -613,9 +606,7 @@ class CommandLog:
     def write_now(self, payload: bytes) -> None:
         """Append one record and, unless async, fsync before returning."""
         record = frame_record(payload)
-        if self.offset + len(record) + 8 > self.capacity:
-            os.fdatasync(self.fd)
-            self._new_segment(self.segment + 1, at_least=len(record))
+        self._make_room(len(record))
         start = self.offset
         try:
             self._pwrite(record)
@@ -636,15 +627,21 @@ class CommandLog:
             self.fsyncs += 1
         self._prepare_next()
 
+    def _make_room(self, size: int) -> None:
+        """Rotate if a record of ``size`` bytes does not fit in this
+        segment (with the 8 zero bytes that end it), once what is in this
+        one is on disk."""
+        if self.offset + size + 8 > self.capacity:
+            os.fdatasync(self.fd)
+            self._new_segment(self.segment + 1, at_least=size)
+
     def write_many(self, payloads: list[bytes]) -> None:
         """Append records and fsync once. Unlike write_now, a failure may
         leave some of them on disk: only for records that are harmless
         twice (the coordinator's carried idempotency outcomes)."""
         for payload in payloads:
             record = frame_record(payload)
-            if self.offset + len(record) + 8 > self.capacity:
-                os.fdatasync(self.fd)
-                self._new_segment(self.segment + 1, at_least=len(record))
+            self._make_room(len(record))
             self._pwrite(record)
             self.handed += 1
         os.fdatasync(self.fd)

@@ -48,7 +48,8 @@ from flowstate.server.application import load_application
 from flowstate.server.fanout import fanout_database
 from flowstate.server.network import (Connection, Node, error_frame, internal_error, node_main,
                                       response_frame)
-from flowstate.server.commandlog import DECISION, CommandLog, LogReader, fsync_directory, segment_paths
+from flowstate.server.commandlog import DECISION, CommandLog, LogReader, segment_paths
+from flowstate.server.files import fsync_directory
 from flowstate.server.partition import WRITE_OPS, Bound, cluster_state_hash
 from flowstate.server.recovery import COORDINATOR_OWNER, log_directory, recover_coordinator
 from flowstate.server.snapshot_folder import describe as describe_snapshots

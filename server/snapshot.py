@@ -109,6 +109,7 @@ import crc32c
 import msgpack
 
 from flowstate.errors import InternalError, SchemaError, UniqueViolationError
+from flowstate.server.files import fsync_directory
 from flowstate.types import ColumnType
 
 __all__ = ["write_snapshot", "read_snapshot_meta", "verify_snapshot", "load_snapshot",
@@ -222,7 +223,7 @@ def write_snapshot(store, path, meta: dict, *, block_size: int = BLOCK_SIZE) -> 
     os.close(fd)
     os.replace(tmp, path)
     sync_started = time.perf_counter()
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
     fsync_seconds += time.perf_counter() - sync_started
     return {"path": path, "bytes": out.offset, "rows": total_rows, "tables": counts,
             "seconds": time.perf_counter() - started, "fsync_seconds": fsync_seconds}
@@ -275,14 +276,6 @@ def _write_all(fd: int, buffers: list, total: int) -> None:
         buffers = rest
         total -= written
         written = os.writev(fd, buffers)
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _column_meta(column) -> list:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from flowstate.server.commandlog import segment_paths
+from flowstate.server.files import write_json
 
 log = logging.getLogger("flowstate")
 
@@ -68,18 +68,7 @@ def complete_snapshots(data_dir) -> list[tuple[int, Path, dict]]:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    path = Path(directory) / MANIFEST
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_json(Path(directory) / MANIFEST, manifest)
 
 
 def prune(data_dir, log_directories: dict[int, Path]) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from flowstate.errors import FlowstateError
 from flowstate.server.application import load_application
+from flowstate.server.files import write_json
 from flowstate.server.partition import Partition, cluster_state_hash
 from flowstate.server.recovery import recover_partition
 
@@ -39,15 +40,7 @@ def read_folder_description(data_dir) -> dict | None:
 
 
 def write_folder_description(data_dir, description: dict) -> None:
-    """Write FOLDER_FILE atomically (a temporary name, fsync, rename)."""
-    import os
-    path = Path(data_dir) / FOLDER_FILE
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as f:
-        json.dump(description, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    write_json(Path(data_dir) / FOLDER_FILE, description)
 
 
 def verify(data_dir, app_path=None, out=sys.stdout) -> int:

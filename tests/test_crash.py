@@ -725,18 +725,28 @@ def crash(server: Server, book: Book, rng: random.Random, targets: collections.C
 
 
 @contextlib.contextmanager
-def under_load(tmp_path: Path, durability: str, seed: int, **workload_options):
-    """A started server of ``durability``, the bank's accounts open and the
-    workload running: yields (server, book, accounts, workload). A failure
-    inside is re-raised with the seed and the server's log (Seeded); on the
-    way out the workload's threads are told to stop (a no-op after
-    ``workload.stop()``) and every server process is killed."""
+def started(tmp_path: Path, durability: str, seed: int):
+    """A started server of ``durability``. A failure inside is re-raised
+    with the seed and the server's log (Seeded); on the way out every
+    server process is killed."""
     server = Server(tmp_path, durability, free_port_run())
-    book = Book()
-    accounts, missing = bank()
     try:
         with Seeded(seed, server):
             server.start()
+            yield server
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def under_load(tmp_path: Path, durability: str, seed: int, **workload_options):
+    """``started``, with the bank's accounts open and the workload running:
+    yields (server, book, accounts, workload). On the way out the
+    workload's threads are told to stop (a no-op after ``workload.stop()``)."""
+    book = Book()
+    accounts, missing = bank()
+    try:
+        with started(tmp_path, durability, seed) as server:
             open_accounts(book, server.address, accounts)
             workload = Workload(book, server.address, seed, accounts, missing,
                                 **workload_options)
@@ -745,7 +755,6 @@ def under_load(tmp_path: Path, durability: str, seed: int, **workload_options):
     finally:
         book.stopping = True
         book.audit_done()
-        server.cleanup()
 
 
 # -- the tests --------------------------------------------------------------------------
@@ -822,38 +831,33 @@ def test_durability_off_starts_empty(tmp_path, how):
     the server: its rows could not be recovered)."""
     seed = seed_from_environment()
     rng = random.Random(seed)
-    server = Server(tmp_path, "off", free_port_run())
-    try:
-        with Seeded(seed, server):
-            server.start()
-            book = Book()
-            accounts, _ = bank(2)
-            open_accounts(book, server.address, accounts)
-            with Client(server.address, timeout=CALL_TIMEOUT) as c:
-                assert c.call("Deposit", accounts[0], 5, 1_000_000,
-                              idempotency_key="d").result == [2, INITIAL_BALANCE + 5]
-                assert c.call("Transfer", accounts[0], accounts[-1], 7, 1_000_001,
-                              idempotency_key="t").result[1] == INITIAL_BALANCE - 2
-            assert len(read_state(server.address)["accounts"]) == len(accounts)
-            if how == "kill":
-                target = rng.choice(KILL_TARGETS)
-                server.kill(target)
-                assert server.wait_down() != 0 or target in ("supervisor", "all")
-            else:
-                assert server.stop() == 0
-            server.start()
-            state = read_state(server.address)
-            assert (state["accounts"], state["ledger"], state["by_account"],
-                    state["by_kind"]) == ([], [], [], [])
-            assert not (server.data / "log").exists()
-            # the keys are forgotten too: the same key runs the call again
-            open_accounts(Book(), server.address, accounts[:1])
-            with Client(server.address, timeout=CALL_TIMEOUT) as c:
-                assert c.call("Deposit", accounts[0], 5, 1_000_000,
-                              idempotency_key="d").result == [2, INITIAL_BALANCE + 5]
+    with started(tmp_path, "off", seed) as server:
+        book = Book()
+        accounts, _ = bank(2)
+        open_accounts(book, server.address, accounts)
+        with Client(server.address, timeout=CALL_TIMEOUT) as c:
+            assert c.call("Deposit", accounts[0], 5, 1_000_000,
+                          idempotency_key="d").result == [2, INITIAL_BALANCE + 5]
+            assert c.call("Transfer", accounts[0], accounts[-1], 7, 1_000_001,
+                          idempotency_key="t").result[1] == INITIAL_BALANCE - 2
+        assert len(read_state(server.address)["accounts"]) == len(accounts)
+        if how == "kill":
+            target = rng.choice(KILL_TARGETS)
+            server.kill(target)
+            assert server.wait_down() != 0 or target in ("supervisor", "all")
+        else:
             assert server.stop() == 0
-    finally:
-        server.cleanup()
+        server.start()
+        state = read_state(server.address)
+        assert (state["accounts"], state["ledger"], state["by_account"],
+                state["by_kind"]) == ([], [], [], [])
+        assert not (server.data / "log").exists()
+        # the keys are forgotten too: the same key runs the call again
+        open_accounts(Book(), server.address, accounts[:1])
+        with Client(server.address, timeout=CALL_TIMEOUT) as c:
+            assert c.call("Deposit", accounts[0], 5, 1_000_000,
+                          idempotency_key="d").result == [2, INITIAL_BALANCE + 5]
+        assert server.stop() == 0
 
 
 def test_sync_durability_survives_a_clean_stop(tmp_path):
@@ -920,40 +924,35 @@ def test_partitions_in_doubt_are_released_when_the_coordinator_restarts(tmp_path
     outcome at once (not only at the next multi-partition call), so
     single-partition calls are answered again; the transaction, retried
     with its key, applies once."""
-    server = Server(tmp_path, "sync", free_port_run())
     book = Book()
     a, b = owned_by(0, 1000, 1)[0], owned_by(1, 1000, 1)[0]
-    try:
-        with Seeded(0, server):
-            server.start()
-            open_accounts(book, server.address, [a, b])
-            folder = tmp_path / "held"
-            call, thread, outcome = held_transfer(server, book, folder, a, b, 10)
-            old = server.children["coordinator"]
-            server.kill("coordinator")
-            thread.join(60)
-            assert isinstance(outcome.get("error"), ConnectionLostError), outcome
-            assert server.wait_child_started("coordinator", old)
-            assert server.wait_child_back("coordinator", old)
-            with Client(server.address, timeout=20) as c:
-                # no multi-partition call in between: both partitions answer
-                assert c.call("Deposit", a, 1, 1_000_000).result == [2, INITIAL_BALANCE + 1]
-                assert c.call("Deposit", b, 1, 1_000_001).result == [2, INITIAL_BALANCE + 1]
-                (folder / "release").touch()
-                # never decided, so rolled back: the retry runs it, once
-                result = c.call(call.proc, *call.params, idempotency_key=call.key).result
-                assert result == [3, INITIAL_BALANCE + 1 - 10, 3, INITIAL_BALANCE + 1 + 10]
-                assert c.call(call.proc, *call.params, idempotency_key=call.key).result == result
-            state = read_state(server.address)
-            problems = []
-            check_well_formed(state, problems, at_rest=True)
-            assert not problems, problems
-            assert sorted((r[0], r[3], r[4]) for r in state["ledger"]
-                          if r[2] == call.id) == sorted(expected_rows_held(call))
-            assert "was in doubt about transaction" in server.log
-            assert server.stop() == 0
-    finally:
-        server.cleanup()
+    with started(tmp_path, "sync", 0) as server:
+        open_accounts(book, server.address, [a, b])
+        folder = tmp_path / "held"
+        call, thread, outcome = held_transfer(server, book, folder, a, b, 10)
+        old = server.children["coordinator"]
+        server.kill("coordinator")
+        thread.join(60)
+        assert isinstance(outcome.get("error"), ConnectionLostError), outcome
+        assert server.wait_child_started("coordinator", old)
+        assert server.wait_child_back("coordinator", old)
+        with Client(server.address, timeout=20) as c:
+            # no multi-partition call in between: both partitions answer
+            assert c.call("Deposit", a, 1, 1_000_000).result == [2, INITIAL_BALANCE + 1]
+            assert c.call("Deposit", b, 1, 1_000_001).result == [2, INITIAL_BALANCE + 1]
+            (folder / "release").touch()
+            # never decided, so rolled back: the retry runs it, once
+            result = c.call(call.proc, *call.params, idempotency_key=call.key).result
+            assert result == [3, INITIAL_BALANCE + 1 - 10, 3, INITIAL_BALANCE + 1 + 10]
+            assert c.call(call.proc, *call.params, idempotency_key=call.key).result == result
+        state = read_state(server.address)
+        problems = []
+        check_well_formed(state, problems, at_rest=True)
+        assert not problems, problems
+        assert sorted((r[0], r[3], r[4]) for r in state["ledger"]
+                      if r[2] == call.id) == sorted(expected_rows_held(call))
+        assert "was in doubt about transaction" in server.log
+        assert server.stop() == 0
 
 
 def test_a_partition_restarted_inside_a_transaction_applies_its_writes(tmp_path):
@@ -961,32 +960,27 @@ def test_a_partition_restarted_inside_a_transaction_applies_its_writes(tmp_path)
     restarted and recovers while the transfer still runs. However the
     transfer ends, the state must agree with its answer: both halves if it
     was acknowledged, neither if not."""
-    server = Server(tmp_path, "sync", free_port_run())
     book = Book()
     a, b = owned_by(0, 1000, 1)[0], owned_by(1, 1000, 1)[0]
-    try:
-        with Seeded(0, server):
-            server.start()
-            open_accounts(book, server.address, [a, b])
-            folder = tmp_path / "held"
-            call, thread, outcome = held_transfer(server, book, folder, a, b, 10)
-            old = server.children["partition 1"]
-            server.kill("partition 1")
-            assert server.wait_child_started("partition 1", old)
-            assert server.wait_child_back("partition 1", old)
-            (folder / "release").touch()
-            thread.join(60)
-            assert outcome
-            state = read_state(server.address)
-            rows = sorted((r[0], r[3], r[4]) for r in state["ledger"] if r[2] == call.id)
-            if "response" in outcome:
-                assert rows == sorted(expected_rows_held(call)), \
-                    f"acknowledged {outcome['response'].result}, but applied as {rows}"
-            else:
-                assert rows == [], f"answered {outcome['error']!r}, but applied as {rows}"
-            problems = []
-            check_well_formed(state, problems, at_rest=True)
-            assert not problems, problems
-            assert server.stop() == 0
-    finally:
-        server.cleanup()
+    with started(tmp_path, "sync", 0) as server:
+        open_accounts(book, server.address, [a, b])
+        folder = tmp_path / "held"
+        call, thread, outcome = held_transfer(server, book, folder, a, b, 10)
+        old = server.children["partition 1"]
+        server.kill("partition 1")
+        assert server.wait_child_started("partition 1", old)
+        assert server.wait_child_back("partition 1", old)
+        (folder / "release").touch()
+        thread.join(60)
+        assert outcome
+        state = read_state(server.address)
+        rows = sorted((r[0], r[3], r[4]) for r in state["ledger"] if r[2] == call.id)
+        if "response" in outcome:
+            assert rows == sorted(expected_rows_held(call)), \
+                f"acknowledged {outcome['response'].result}, but applied as {rows}"
+        else:
+            assert rows == [], f"answered {outcome['error']!r}, but applied as {rows}"
+        problems = []
+        check_well_formed(state, problems, at_rest=True)
+        assert not problems, problems
+        assert server.stop() == 0
