@@ -161,7 +161,7 @@ cdef class RecordBuffer:
             self._head(0xcc, v, 1)
         elif v < 65536:
             self._head(0xcd, v, 2)
-        elif v < 4294967296:
+        elif v <= 0xffffffffu:         # (a C constant: a bare 4294967296 is a Python int)
             self._head(0xce, v, 4)
         else:
             self._head(0xcf, v, 8)
@@ -265,6 +265,8 @@ cdef class RecordBuffer:
         cdef size_t start = self.size
         cdef size_t scratch
         cdef uint32_t digest
+        cdef int overflow = 0
+        cdef long long small = -1
         self._reserve(8)
         self.size += 8
         self._byte(0x98)
@@ -275,8 +277,10 @@ cdef class RecordBuffer:
                 and self._value(idempotency_key, 0)):
             self.size = start
             return False
-        if type(result) is int and 0 <= result < 2147483648:
-            digest = <uint32_t>result
+        if type(result) is int:
+            small = PyLong_AsLongLongAndOverflow(result, &overflow)
+        if overflow == 0 and 0 <= small <= 0x7fffffff:
+            digest = <uint32_t>small
         else:
             scratch = self.size            # the result's encoding, only to CRC it
             if not self._value(result, 0):
