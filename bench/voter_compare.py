@@ -9,8 +9,10 @@
 
 Every run drives one system with the same workload: one PhoneCallGenerator
 (flowstate.procedures.voter.phonecalls) with the same seed for the same
-shape, C connections x N calls in flight, closed loop, ``--warmup`` seconds
-not counted, then ``--duration`` seconds measured.
+shape, C connections x N calls in flight, closed loop (or, for a shape
+CxN@R, an open loop at R calls/s with at most C x N in flight: see
+flowstate.voterbench.Pacer), ``--warmup`` seconds not counted, then
+``--duration`` seconds measured.
 
 * Flowstate: ``flowstate.voterbench.run`` (what ``flowstate voter`` runs):
   C AsyncClients, ``call_with_callback``, client affinity on. Unless
@@ -33,7 +35,9 @@ not counted, then ``--duration`` seconds measured.
 
 CPU: user + system time from /proc/<pid>/stat over the measured window, in
 % of one core, for the server's processes (Flowstate: the supervisor and
-its children; Redis: redis-server) and for this process (the client).
+its children; Redis: redis-server) and for this process (the client);
+"other" is the machine's busy time (/proc/stat) that neither is charged
+for (kernel threads, interrupts, other work), "steal" the hypervisor's.
 Client and servers share the machine: on a small VM the client's CPU caps
 the figures, so read the CPU columns next to the rates.
 """
@@ -44,6 +48,7 @@ import argparse
 import asyncio
 import collections
 import datetime
+import functools
 import json
 import os
 import platform
@@ -59,7 +64,8 @@ from pathlib import Path
 
 from flowstate.procedures.voter.phonecalls import PhoneCallGenerator
 from flowstate.procedures.voter.voter import AREA_CODES, DEFAULT_CONTESTANTS
-from flowstate.voterbench import cpu_seconds, latency_summary, process_tree
+from flowstate.voterbench import (Pacer, cpu_seconds, latency_summary, machine_cpu,
+                                  machine_figures, process_tree)
 from flowstate.voterbench import run as run_flowstate
 from flowstate.cli import positive_int
 from machine import cpu_model, git_revision, load_average
@@ -209,6 +215,7 @@ class _Counters:
         self.outcomes = [0, 0, 0, 0]
         self.errors: collections.Counter = collections.Counter()
         self.first_errors: list[str] = []
+        self.pacer: Pacer | None = None           # open loop
 
     def error(self, error) -> None:
         self.errors[type(error).__name__] += 1
@@ -216,11 +223,15 @@ class _Counters:
             self.first_errors.append(f"{type(error).__name__}: {error}")
 
     def snapshot(self, server_pids) -> dict:
-        import numpy as np
+        """The counters now; cheap (no numpy), as it runs among the calls."""
+        pacer = self.pacer
         return {"time": time.perf_counter(), "cpu": time.process_time(),
                 "server_cpu": cpu_seconds(server_pids) if server_pids else None,
-                "hist": np.array(self.hist, dtype=np.int64), "overflow": len(self.overflow),
-                "outcomes": list(self.outcomes), "errors": collections.Counter(self.errors)}
+                "machine": machine_cpu(),
+                "hist": self.hist.copy(), "overflow": len(self.overflow),
+                "outcomes": list(self.outcomes), "errors": collections.Counter(self.errors),
+                "waiting": len(pacer.backlog) if pacer is not None else 0,
+                "lags": len(pacer.lags) if pacer is not None else 0}
 
 
 class _RespConnection(asyncio.Protocol):
@@ -278,7 +289,11 @@ class _RespConnection(asyncio.Protocol):
 
 async def _redis_load(kind: str, host: str, port: int, *, connections: int, inflight: int,
                       generator: PhoneCallGenerator, max_votes: int, warmup: float,
-                      duration: float, server_pids, progress: bool) -> dict:
+                      duration: float, server_pids, progress: bool,
+                      rate: float | None = None) -> dict:
+    import numpy as np                       # now: not in the middle of the load  # noqa: F401
+    if rate is not None and kind != "resp":
+        raise ValueError("only the resp client has an open loop (--shapes CxN@R)")
     counters = _Counters()
     hist, overflow, outcomes = counters.hist, counters.overflow, counters.outcomes
     next_call = generator.next_call
@@ -305,7 +320,7 @@ async def _redis_load(kind: str, host: str, port: int, *, connections: int, infl
         def finished_one():
             nonlocal outstanding
             outstanding -= 1
-            if outstanding == 0 and not done.done():
+            if outstanding == 0 and not running and not done.done():
                 done.set_result(None)
 
         def slot(conn):
@@ -339,8 +354,44 @@ async def _redis_load(kind: str, host: str, port: int, *, connections: int, infl
             conns.append(conn)
             closers.append(conn.transport.close)
 
+        def on_reply_paced(due, reply, elapsed):
+            if isinstance(reply, int):
+                latency = time.perf_counter() - due
+                try:
+                    hist[int(latency * 1e6)] += 1
+                except IndexError:
+                    overflow.append(latency)
+                try:
+                    outcomes[reply] += 1
+                except IndexError:
+                    outcomes[3] += 1
+            else:
+                counters.error(reply)
+            finished_one()
+            pacer.answered()
+
+        turn = 0
+
+        def send_paced(due) -> bool:
+            nonlocal turn, outstanding
+            turn += 1
+            conn = conns[turn % len(conns)]
+            if conn.transport is None:
+                counters.error(ConnectionError("the Redis connection was lost"))
+                return False
+            phone, contestant = next_call()
+            conn.vote(functools.partial(on_reply_paced, due), phone, contestant, encoded_max)
+            outstanding += 1
+            return True
+
+        pacer = counters.pacer = (Pacer(rate, connections * inflight, send_paced)
+                                  if rate is not None else None)
+
         def start():
             nonlocal outstanding
+            if pacer is not None:
+                pacer.start()
+                return
             for conn in conns:
                 on_reply = slot(conn)
                 for _ in range(inflight):
@@ -351,6 +402,8 @@ async def _redis_load(kind: str, host: str, port: int, *, connections: int, infl
         def stop():
             nonlocal running
             running = False
+            if pacer is not None:
+                pacer.stop()
             if outstanding == 0 and not done.done():
                 done.set_result(None)
 
@@ -443,7 +496,9 @@ def _figures(counters: _Counters, first: dict, last: dict, server_pids) -> dict:
     outcomes = [b - a for a, b in zip(first["outcomes"], last["outcomes"])]
     errors = last["errors"] - first["errors"]
     calls = sum(outcomes) + sum(errors.values())
-    latency = latency_summary(last["hist"] - first["hist"],
+    import numpy as np
+    latency = latency_summary(np.array(last["hist"], dtype=np.int64)
+                              - np.array(first["hist"], dtype=np.int64),
                               counters.overflow[first["overflow"]:last["overflow"]])
     server_cpu = (round(100.0 * (last["server_cpu"] - first["server_cpu"]) / elapsed, 1)
                   if server_pids else None)
@@ -461,7 +516,13 @@ def _figures(counters: _Counters, first: dict, last: dict, server_pids) -> dict:
         "first_errors": counters.first_errors,
         "client_cpu_percent": round(100.0 * (last["cpu"] - first["cpu"]) / elapsed, 1),
         "server_cpu_percent": server_cpu,
+        "waiting_to_send_at_end": last["waiting"],
+        **(counters.pacer.lag_figures(first["lags"], last["lags"]) if counters.pacer else {}),
+        **machine_figures(first["machine"], last["machine"], elapsed,
+                           (last["cpu"] - first["cpu"]) + ((last["server_cpu"] - first["server_cpu"])
+                                                           if server_pids else 0.0)),
     }
+
 
 
 def run_redis(kind: str, host: str, port: int, **options) -> dict:
@@ -474,12 +535,27 @@ def run_redis(kind: str, host: str, port: int, **options) -> dict:
 
 # -- the comparison -------------------------------------------------------------------
 
-def _shape(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+def _shape(text: str) -> tuple[int, int, float | None]:
+    """CxN (closed loop) or CxN@RATE (open loop at RATE calls/s, at most
+    C x N in flight; RATE may end in k)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*(?:@\s*(\d+(?:\.\d+)?)\s*([kK]?))?\s*",
+                         text)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1 or (
+            match.group(3) is not None and not float(match.group(3)) > 0):
         raise argparse.ArgumentTypeError(
-            f"a shape is CONNECTIONSxINFLIGHT, e.g. 4x64; got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+            f"a shape is CONNECTIONSxINFLIGHT (closed loop, e.g. 4x64) or "
+            f"CONNECTIONSxINFLIGHT@CALLS_PER_S (open loop, e.g. 4x64@30k); got {text!r}")
+    rate = None
+    if match.group(3) is not None:
+        rate = float(match.group(3)) * (1000 if match.group(4) else 1)
+    return int(match.group(1)), int(match.group(2)), rate
+
+
+def shape_label(connections: int, inflight: int, rate: float | None, times: str = "×") -> str:
+    label = f"{connections}{times}{inflight}"
+    if rate is not None:
+        label += f"@{rate / 1000:g}k" if rate >= 1000 else f"@{rate:g}"
+    return label
 
 
 def _list(kind, allowed=None):
@@ -543,7 +619,11 @@ def _fmt_pct(v) -> str:
 
 def _key(r: dict) -> tuple:
     return (r["system"], r["client"], r.get("partitions"), r.get("durability"),
-            r["connections"], r["inflight"])
+            r["connections"], r["inflight"], r.get("rate"))
+
+
+def _shape_of(r: dict) -> tuple:
+    return r["connections"], r["inflight"], r.get("rate")
 
 
 def _median(values: list):
@@ -560,23 +640,22 @@ def _ratios(rows: list[dict], redis_kinds: list[str]) -> dict:
         by_round.setdefault(r.get("round", 0), []).append(r)
     found: dict = {}
     for runs in by_round.values():
-        redis = {(r["connections"], r["inflight"], r["client"], r.get("durability")):
+        redis = {(_shape_of(r), r["client"], r.get("durability")):
                  r["calls_per_s"] for r in runs if r["system"] == "redis"}
-        off = {(r["partitions"], r["connections"], r["inflight"]): r["calls_per_s"]
+        off = {(r["partitions"], _shape_of(r)): r["calls_per_s"]
                for r in runs if r["system"] == "flowstate" and r.get("durability") == "off"}
         for r in runs:
             if r["system"] != "flowstate":
                 continue
             ratios = found.setdefault(_key(r), {})
             for kind in redis_kinds:
-                base = redis.get((r["connections"], r["inflight"], kind,
-                                  REDIS_EQUIVALENT.get(r.get("durability"))))
-                if base is None and len({k[3] for k in redis}) == 1:     # one running Redis
+                base = redis.get((_shape_of(r), kind, REDIS_EQUIVALENT.get(r.get("durability"))))
+                if base is None and len({k[2] for k in redis}) == 1:     # one running Redis
                     base = next((v for k, v in redis.items()
-                                 if k[:3] == (r["connections"], r["inflight"], kind)), None)
+                                 if k[:2] == (_shape_of(r), kind)), None)
                 if base:
                     ratios.setdefault(kind, []).append(r["calls_per_s"] / base)
-            base = off.get((r["partitions"], r["connections"], r["inflight"]))
+            base = off.get((r["partitions"], _shape_of(r)))
             if base:
                 ratios.setdefault("off", []).append(r["calls_per_s"] / base)
     return {key: {k: _median(v) for k, v in ratios.items()} for key, ratios in found.items()}
@@ -604,14 +683,14 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
     headers = ["system", "client", "C×N", "calls/s"]
     headers += ["range"] if rounds > 1 else []
     headers += ["p50 ms", "p99 ms", "p99.9 ms", "server CPU %", "calls/server CPU-s",
-                "client CPU %", "failed"]
+                "client CPU %", "other CPU %", "steal %", "failed"]
     headers += ["of off"] if with_off else []
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
     for r in rows:
         system = (f"redis aof={r.get('durability')}" if r["system"] == "redis" else
                   f"flowstate P={r['partitions']} {r.get('durability') or ''}".rstrip())
-        line = [system, r["client"], f"{r['connections']}×{r['inflight']}",
+        line = [system, r["client"], shape_label(*_shape_of(r)),
                 f"{r['calls_per_s']:,.0f}"]
         if rounds > 1:
             low, high = r["calls_per_s_range"]
@@ -620,7 +699,8 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
                  _fmt_ms(r["p999_ms"]), _fmt_pct(r["server_cpu_percent"]),
                  (f"{r['calls_per_s'] * 100 / r['server_cpu_percent']:,.0f}"
                   if r["server_cpu_percent"] else "-"),
-                 _fmt_pct(r["client_cpu_percent"]), f"{r['failed']:,}"]
+                 _fmt_pct(r["client_cpu_percent"]), _fmt_pct(r.get("other_cpu_percent")),
+                 _fmt_pct(r.get("steal_percent")), f"{r['failed']:,}"]
         mine = ratios.get(_key(r), {})
         if with_off:
             line.append(f"{mine['off'] * 100:.0f}%" if "off" in mine else "")
@@ -645,9 +725,12 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=_list(positive_int), default=[1, 2], metavar="P[,P]",
                         help="partition counts of the Flowstate servers started (default: 1,2)")
-    parser.add_argument("--shapes", type=_list(_shape), default=[(4, 64), (1, 1)],
-                        metavar="CxN[,CxN]",
-                        help="connections x calls in flight per connection (default: 4x64,1x1)")
+    parser.add_argument("--shapes", type=_list(_shape), default=[(4, 64, None), (1, 1, None)],
+                        metavar="CxN[@R][,...]",
+                        help="connections x calls in flight per connection, a closed loop "
+                             "(default: 4x64,1x1); CxN@R: an open loop at R calls/s (e.g. "
+                             "4x64@30k), at most CxN in flight, latency from when each call "
+                             "was due (Flowstate, and Redis with --redis-client resp)")
     parser.add_argument("--duration", type=float, default=10.0, metavar="S",
                         help="measured seconds per run (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=2.0, metavar="S",
@@ -756,9 +839,10 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     status = 0
     common = dict(warmup=args.warmup, duration=args.duration, max_votes=args.max_votes)
-    for index, (connections, inflight), round_number in (
+    for index, (connections, inflight, rate), round_number in (
             (i, shape, r) for i, shape in enumerate(args.shapes) for r in range(args.rounds)):
         seed = args.seed + index
+        label = shape_label(connections, inflight, rate, "x")
         for mode in (redis_modes if redis_kinds else []):
             redis_server = None
             if not args.redis:
@@ -768,16 +852,20 @@ def main(argv=None) -> int:
             try:
                 redis_setup(redis_host, redis_port, args.contestants)
                 for kind in redis_kinds:
-                    print(f"redis (aof {mode}, {kind}), {connections}x{inflight} ...", flush=True)
+                    if rate is not None and kind != "resp":
+                        print(f"redis (aof {mode}, {kind}), {label}: skipped, only the resp "
+                              f"client has an open loop", flush=True)
+                        continue
+                    print(f"redis (aof {mode}, {kind}), {label} ...", flush=True)
                     redis_reset_votes(redis_host, redis_port)
                     generator = PhoneCallGenerator(args.contestants, seed=seed)
                     figures = run_redis(kind, redis_host, redis_port, connections=connections,
-                                        inflight=inflight, generator=generator,
+                                        inflight=inflight, rate=rate, generator=generator,
                                         server_pids=redis_pids, progress=progress, **common)
                     on_server = redis_results_total(redis_host, redis_port)
                     figures.update(system="redis", client=kind, partitions=None,
                                    durability=mode, connections=connections,
-                                   inflight=inflight, seed=seed, round=round_number,
+                                   inflight=inflight, rate=rate, seed=seed, round=round_number,
                                    results_match=on_server == figures["total_accepted"])
                     rows.append(figures)
             finally:
@@ -792,9 +880,10 @@ def main(argv=None) -> int:
                 server = FlowstateServer(partitions, durability)
                 address, pids = server.address, server.pids
             print(f"flowstate ({server.partitions if server else '?'} partition(s), "
-                  f"durability {durability or '?'}), {connections}x{inflight} ...", flush=True)
+                  f"durability {durability or '?'}), {label} ...", flush=True)
             try:
                 figures = run_flowstate(address, connections=connections, inflight=inflight,
+                                        rate=rate,
                                         contestants=args.contestants, seed=seed,
                                         server_pids=pids, progress=progress, **common)
             finally:
@@ -821,7 +910,7 @@ def main(argv=None) -> int:
              f"lowest-highest), ratios the median of the rounds' ratios." if args.rounds > 1
              else ""))
     for r in rows:
-        shape = f"{r['connections']}x{r['inflight']}"
+        shape = shape_label(*_shape_of(r), "x")
         name = (f"redis aof={r.get('durability')} ({r['client']}) {shape}"
                 if r["system"] == "redis" else
                 f"flowstate P={r['partitions']} {r.get('durability')} {shape}")
@@ -829,6 +918,13 @@ def main(argv=None) -> int:
         print(f"  {name}: accepted {o['accepted']:,}, invalid {o['invalid_contestant']:,}, "
               f"over limit {o['over_limit']:,}, errors {r['errors'] or 'none'}; votes on the "
               f"server {'match' if r.get('results_match') else 'DO NOT MATCH'} the accepted calls")
+        if r.get("rate") is not None:
+            print(f"    open loop at {r['rate']:,.0f} calls/s: "
+                  + (f"BEHIND, {r['waiting_to_send_at_end']:,} calls due but not sent at the end "
+                     f"(the limit of {r['connections'] * r['inflight']:,} in flight was reached)"
+                     if r.get("waiting_to_send_at_end") else "kept up")
+                  + (f"; the pacer's ticks ran up to {r['pacer_lag_p99_ms']:.2f} ms late (p99), "
+                     f"not counted in the latencies" if "pacer_lag_p99_ms" in r else ""))
         for message in r.get("first_errors", ()):
             print(f"    e.g. {message}")
         if r["total_failed"] or not r.get("results_match"):

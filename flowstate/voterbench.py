@@ -13,7 +13,12 @@ What one run does, in order:
      outcome and latency and sends the next call. The calls come from one
      PhoneCallGenerator (flowstate.procedures.voter.phonecalls: real area
      codes, a skewed contestant choice, 1% invalid contestants, 2% repeat
-     callers) and carry ``--max-votes``;
+     callers) and carry ``--max-votes``. With ``--rate R`` the loop is
+     open instead: a Pacer sends R calls a second, round robin over the
+     clients, whatever the answers do (at most C x N outstanding; calls
+     due beyond that wait and are reported), and latency counts from when
+     each call fell due, so that a slow server is charged for the calls it
+     kept waiting;
   3. after ``--warmup`` seconds takes a snapshot of the counters, after
      ``--duration`` more seconds another; the figures are the difference
      (calls/s, latency percentiles, outcomes, errors, CPU);
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import gc
 import json
 import os
@@ -52,12 +58,13 @@ import time
 
 from flowstate.cli import positive_int
 
-__all__ = ["run_voter", "run", "add_arguments", "run_from_args", "main",
-           "process_tree", "cpu_seconds", "latency_summary"]
+__all__ = ["run_voter", "run", "add_arguments", "run_from_args", "main", "Pacer",
+           "process_tree", "cpu_seconds", "latency_summary", "machine_cpu", "machine_figures"]
 
 HISTOGRAM_SECONDS = 0.1            # 1 us buckets up to here; slower calls kept exactly
 _BUCKETS = int(HISTOGRAM_SECONDS * 1_000_000)
 DRAIN_SECONDS = 10.0               # how long the calls in flight may take at the end
+PACER_TICK_SECONDS = 0.001         # --rate: calls become due in a burst this often
 CONNECT_SECONDS = 5.0
 ACCEPTED, INVALID_CONTESTANT, OVER_LIMIT = 0, 1, 2     # Vote's return codes
 _OUTCOME_NAMES = ("accepted", "invalid_contestant", "over_limit", "other")
@@ -113,6 +120,36 @@ def cpu_seconds(pids) -> float:
     return total / _TICKS
 
 
+
+def machine_cpu() -> dict[str, float]:
+    """The whole machine's CPU seconds so far, all cores (the first line of
+    /proc/stat): ``busy`` (user, nice, system, irq, softirq), ``iowait``,
+    ``steal`` (taken by the hypervisor for other guests) and ``idle``. Over
+    a window, busy minus the processes measured is the work nobody's
+    process is charged for: kernel threads (writeback, the file system's
+    journal), interrupts, and anything else running on the machine."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return {}
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return {"busy": (user + nice + system + irq + softirq) / _TICKS,
+            "iowait": iowait / _TICKS, "steal": steal / _TICKS, "idle": idle / _TICKS}
+
+def machine_figures(first: dict, last: dict, elapsed: float, measured_cpu: float) -> dict:
+    """The machine's CPU over the window, in % of one core: busy, the part
+    of it neither the server nor the load generator is charged for ("other":
+    kernel threads such as writeback and the journal, interrupts, other
+    work on the machine), and the hypervisor's steal."""
+    if not first or not last:
+        return {}
+    busy = last["busy"] - first["busy"]
+    return {"machine_busy_percent": round(100.0 * busy / elapsed, 1),
+            "other_cpu_percent": round(100.0 * max(0.0, busy - measured_cpu) / elapsed, 1),
+            "steal_percent": round(100.0 * (last["steal"] - first["steal"]) / elapsed, 1)}
+
+
 # -- latency ----------------------------------------------------------------------------
 
 def latency_summary(counts, overflow, quantiles=(0.5, 0.99, 0.999)) -> dict:
@@ -152,18 +189,104 @@ def _quantile_name(q: float) -> str:
 
 # -- the load -----------------------------------------------------------------------
 
+class Pacer:
+    """Open-loop arrivals (``--rate``): ``rate`` calls a second whatever the
+    answers do, as users arrive at a real service, instead of the closed
+    loop's "send the next call when one is answered".
+
+    Every PACER_TICK_SECONDS (a timer) the calls due by then are sent; a
+    call's latency is measured from the moment its tick ran, not from
+    when it went out, so a server that falls behind is charged for the
+    wait of the calls it kept waiting ("coordinated omission" otherwise
+    hides it): at most ``limit`` calls are outstanding, and beyond that
+    due calls wait here (``backlog``) and go out as answers free slots,
+    their due times unchanged. The event loop's timers run up to a
+    millisecond after they are due (its clock counts milliseconds); that
+    lateness is the client's, not the server's, and is not counted, but
+    it is measured (``lags``: per tick, how late it ran) and reported.
+
+    ``send(intended)`` sends one call and returns True, or False if it
+    could not (the error already counted); ``answered()`` is called once
+    per answer (or failure) of a sent call.
+    """
+
+    def __init__(self, rate: float, limit: int, send):
+        self.rate = rate
+        self.limit = limit
+        self.send = send
+        self.outstanding = 0
+        self.backlog: collections.deque = collections.deque()
+        self.due = 0                     # calls due so far
+        self.started = 0.0
+        self.next_tick = 0.0
+        self.running = False
+        self.timer = None
+        self.loop = None
+        self.lags: list[float] = []      # seconds each tick ran after it was due
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.running = True
+        self.started = self.next_tick = time.perf_counter()
+        self._tick()
+
+    def stop(self) -> None:
+        """No more calls become due; those waiting here are dropped."""
+        self.running = False
+        self.backlog.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.next_tick <= now:        # (a timer may also run a little early)
+            self.lags.append(now - self.next_tick)
+            while self.next_tick <= now:
+                self.next_tick += PACER_TICK_SECONDS
+            due = int((self.next_tick - PACER_TICK_SECONDS - self.started) * self.rate) + 1
+            self.backlog.extend([now] * (due - self.due))
+            self.due = due
+        self._drain()
+        self.timer = self.loop.call_later(self.next_tick - now, self._tick)
+
+    def _drain(self) -> None:
+        backlog, send = self.backlog, self.send
+        while backlog and self.outstanding < self.limit:
+            if send(backlog.popleft()):
+                self.outstanding += 1
+
+    def answered(self) -> None:
+        self.outstanding -= 1
+        if self.backlog and self.running:
+            self._drain()
+
+    def lag_figures(self, first: int, last: int) -> dict:
+        """How late ticks ``first`` up to ``last`` ran (p99 and max, ms):
+        the client's own lateness, left out of the latencies."""
+        lags = sorted(self.lags[first:last])
+        if not lags:
+            return {}
+        return {"pacer_lag_p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1e3, 3),
+                "pacer_lag_max_ms": round(lags[-1] * 1e3, 3)}
+
+
 class _Snapshot:
-    __slots__ = ("time", "cpu", "server_cpu", "hist", "overflow_len", "outcomes", "errors")
+    __slots__ = ("time", "cpu", "server_cpu", "machine", "hist", "overflow_len", "outcomes",
+                 "errors", "waiting", "lags")
 
 
 class _Load:
-    """The closed loop over C clients and its cumulative counters."""
+    """The load over C clients (a closed loop, or open-loop arrivals at
+    ``rate`` calls/s) and its cumulative counters."""
 
-    def __init__(self, clients, next_call, inflight: int, max_votes: int):
+    def __init__(self, clients, next_call, inflight: int, max_votes: int,
+                 rate: float | None = None):
         self.clients = clients
         self.next_call = next_call
         self.inflight = inflight
         self.max_votes = max_votes
+        self.rate = rate                              # None: closed loop; else a Pacer's
+        self.pacer: Pacer | None = None
         self.hist = [0] * _BUCKETS
         self.overflow: list[float] = []
         self.outcomes = [0, 0, 0, 0]                  # accepted, invalid, over limit, other
@@ -229,6 +352,9 @@ class _Load:
             return on_answer
 
         self.stop = stop
+        if self.rate is not None:
+            self._start_paced(record_error, finished_one, stop)
+            return
         for client in self.clients:
             on_answer = slot(client)
             for _ in range(self.inflight):
@@ -242,39 +368,104 @@ class _Load:
         if self.outstanding == 0:
             stop()
 
+    def _start_paced(self, record_error, finished_one, stop_closed_loop) -> None:
+        """Open loop: a Pacer sends the calls, round robin over the
+        clients; latency counts from each call's intended send time."""
+        from flowstate.errors import FlowstateError
+        hist, overflow, outcomes = self.hist, self.overflow, self.outcomes
+        next_call, max_votes = self.next_call, self.max_votes
+        sends = [client.call_with_callback for client in self.clients]
+        turn = 0
+        load = self
+        now = time.perf_counter
+
+        def on_answer(intended, response, error):
+            if error is None:
+                try:
+                    hist[int((now() - intended) * 1e6)] += 1
+                except IndexError:
+                    overflow.append(now() - intended)
+                try:
+                    outcomes[response.result] += 1
+                except (IndexError, TypeError):
+                    outcomes[3] += 1
+            else:
+                record_error(error)
+            finished_one()
+            pacer.answered()
+
+        def send(intended) -> bool:
+            nonlocal turn
+            turn += 1
+            phone, contestant = next_call()
+            try:
+                sends[turn % len(sends)](functools.partial(on_answer, intended), "Vote",
+                                         phone, contestant, max_votes)
+            except FlowstateError as e:           # e.g. the connection is gone
+                record_error(e)
+                return False
+            load.outstanding += 1
+            return True
+
+        def stop() -> None:
+            pacer.stop()
+            stop_closed_loop()
+
+        pacer = self.pacer = Pacer(self.rate, len(self.clients) * self.inflight, send)
+        self.stop = stop
+        pacer.start()
+
+    @property
+    def waiting_to_send(self) -> int:
+        """Calls due (open loop) that have not gone out: the limit of
+        outstanding calls was reached, the server is behind the rate."""
+        return len(self.pacer.backlog) if self.pacer is not None else 0
+
     def completed(self) -> int:
         return sum(self.outcomes) + sum(self.errors.values())
 
     def snapshot(self, server_pids) -> _Snapshot:
-        import numpy as np
+        """The counters now. Cheap (a list copy, no numpy): it runs on the
+        loop the calls run on, and with --rate a stall here is latency."""
         s = _Snapshot()
         s.time = time.perf_counter()
         s.cpu = time.process_time()
         s.server_cpu = cpu_seconds(server_pids) if server_pids else None
-        s.hist = np.array(self.hist, dtype=np.int64)
+        s.machine = machine_cpu()
+        s.hist = self.hist.copy()
         s.overflow_len = len(self.overflow)
         s.outcomes = list(self.outcomes)
         s.errors = collections.Counter(self.errors)
+        s.waiting = self.waiting_to_send
+        s.lags = len(self.pacer.lags) if self.pacer is not None else 0
         return s
 
 
 async def _progress(load: _Load, out) -> None:
-    """Once a second: the phase, calls/s and p50 over the last second."""
+    """Once a second: the phase, calls/s and p50 over the last second (with
+    --rate: how many calls wait to be sent instead, since turning the
+    histogram into an array takes the loop a few milliseconds, which
+    would be latency for the calls due meanwhile)."""
     import numpy as np
+    paced = load.rate is not None
     started = time.perf_counter()
     last_time, last_done = started, load.completed()
-    last_hist = np.array(load.hist, dtype=np.int64)
+    last_hist = None if paced else np.array(load.hist, dtype=np.int64)
     while True:
         await asyncio.sleep(1.0)
         now = time.perf_counter()
         completed = load.completed()
-        hist = np.array(load.hist, dtype=np.int64)
-        delta = hist - last_hist
-        n = int(delta.sum())
-        p50 = ""
-        if n:
-            bucket = int(np.searchsorted(np.cumsum(delta), (n + 1) // 2))
-            p50 = f"  p50 {(bucket + 1) / 1000:.2f} ms"
+        detail = ""
+        if paced:
+            detail = f"  {load.waiting_to_send:,} waiting to be sent"
+        else:
+            hist = np.array(load.hist, dtype=np.int64)
+            delta = hist - last_hist
+            n = int(delta.sum())
+            if n:
+                bucket = int(np.searchsorted(np.cumsum(delta), (n + 1) // 2))
+                detail = f"  p50 {(bucket + 1) / 1000:.2f} ms"
+            last_hist = hist
         if load.window_start is None or now - load.window_start < 0.5:
             phase = f"warm-up {now - started:4.1f} s"
         else:
@@ -282,9 +473,9 @@ async def _progress(load: _Load, out) -> None:
         rate = (completed - last_done) / (now - last_time)
         errors = sum(load.errors.values())
         tail = f"  {errors:,} errors" if errors else ""
-        out.write(f"\r  {phase}  {rate:>9,.0f} calls/s{p50}{tail}   ")
+        out.write(f"\r  {phase}  {rate:>9,.0f} calls/s{detail}{tail}   ")
         out.flush()
-        last_time, last_done, last_hist = now, completed, hist
+        last_time, last_done = now, completed
 
 
 def _results_total(table) -> int:
@@ -294,11 +485,17 @@ def _results_total(table) -> int:
 async def run_voter(servers="localhost:21212", *, duration: float = 10.0, warmup: float = 2.0,
                     connections: int = 1, inflight: int = 64, contestants: int = 6,
                     max_votes: int = 2, seed: int | None = None, affinity: bool = True,
-                    progress: bool | None = None, server_pids=(), out=None) -> dict:
+                    progress: bool | None = None, server_pids=(), out=None,
+                    rate: float | None = None) -> dict:
     """Run the Voter benchmark against a running server; return its figures
     (the dict ``--json`` writes). Raises UnavailableError if no server
     answers. ``server_pids``: processes whose CPU is measured over the
-    window. ``progress``: the live line on ``out`` (default: if a TTY)."""
+    window. ``progress``: the live line on ``out`` (default: if a TTY).
+    ``rate``: open loop at that many calls/s (see Pacer), with at most
+    ``connections * inflight`` outstanding; None: the closed loop."""
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be a positive number of calls/s, got {rate!r}")
+    import numpy as np                    # now: not in the middle of the load
     from flowstate.client import AsyncClient
     from flowstate.procedures.voter.phonecalls import PhoneCallGenerator
 
@@ -318,7 +515,7 @@ async def run_voter(servers="localhost:21212", *, duration: float = 10.0, warmup
         contestants_now = (await first.call("Initialize", contestants)).result
         results_before = _results_total((await first.call("Results")).result)
         generator = PhoneCallGenerator(contestants_now, seed=seed)
-        load = _Load(clients, generator.next_call, inflight, max_votes)
+        load = _Load(clients, generator.next_call, inflight, max_votes, rate)
 
         gc.collect()
         gc.freeze()                 # the long-lived objects leave the collector's view
@@ -351,7 +548,8 @@ async def run_voter(servers="localhost:21212", *, duration: float = 10.0, warmup
     window_outcomes = [b - a for a, b in zip(start.outcomes, end.outcomes)]
     window_errors = end.errors - start.errors
     calls = sum(window_outcomes) + sum(window_errors.values())
-    latency = latency_summary(end.hist - start.hist,
+    latency = latency_summary(np.array(end.hist, dtype=np.int64)
+                              - np.array(start.hist, dtype=np.int64),
                               load.overflow[start.overflow_len:end.overflow_len])
     total_outcomes = final.outcomes
     total_errors = final.errors
@@ -365,6 +563,10 @@ async def run_voter(servers="localhost:21212", *, duration: float = 10.0, warmup
         "affinity": affinity,
         "connections": connections,
         "inflight": inflight,
+        "rate": rate,
+        "latency_from": "send" if rate is None else "due",
+        "waiting_to_send_at_end": end.waiting,
+        **(load.pacer.lag_figures(start.lags, end.lags) if load.pacer is not None else {}),
         "contestants": contestants_now,
         "max_votes": max_votes,
         "seed": seed,
@@ -380,6 +582,9 @@ async def run_voter(servers="localhost:21212", *, duration: float = 10.0, warmup
         "client_cpu_percent": round(100.0 * (end.cpu - start.cpu) / elapsed, 1),
         "server_cpu_percent": (round(100.0 * (end.server_cpu - start.server_cpu) / elapsed, 1)
                                if server_pids else None),
+        **machine_figures(start.machine, end.machine, elapsed,
+                          (end.cpu - start.cpu) + ((end.server_cpu - start.server_cpu)
+                                                   if server_pids else 0.0)),
         "total": {
             "calls": sum(total_outcomes) + sum(total_errors.values()),
             "outcomes": dict(zip(_OUTCOME_NAMES, total_outcomes)),
@@ -426,19 +631,32 @@ def format_summary(f: dict) -> str:
         f"votes per phone, seed {f['seed']}",
         f"  measured    {f['duration_s']:.2f} s after {f['warmup_s']:g} s of warm-up",
         f"  throughput  {f['calls_per_s']:,.0f} calls/s ({f['calls']:,} calls; "
-        f"{f['votes_per_s']:,.0f} votes/s accepted)",
+        f"{f['votes_per_s']:,.0f} votes/s accepted)"
+        + (f"; offered {f['rate']:,.0f} calls/s" if f.get("rate") else ""),
         f"  latency     p50 {_ms(f['p50_ms'])}   p99 {_ms(f['p99_ms'])}   "
-        f"p99.9 {_ms(f['p999_ms'])}   max {_ms(f['max_ms'])}",
+        f"p99.9 {_ms(f['p999_ms'])}   max {_ms(f['max_ms'])}"
+        + ("   (from when each call was due)" if f.get("rate") else ""),
         f"  outcomes    accepted {o['accepted']:,}   invalid contestant "
         f"{o['invalid_contestant']:,}   over the limit {o['over_limit']:,}"
         + (f"   other {o['other']:,}" if o["other"] else ""),
         f"  errors      {errors}",
         f"  client CPU  {f['client_cpu_percent']:.0f}% of one core"
         + (f"   server CPU {f['server_cpu_percent']:.0f}%"
-           if f.get("server_cpu_percent") is not None else ""),
+           if f.get("server_cpu_percent") is not None else "")
+        + (f"   rest of the machine {f['other_cpu_percent']:.0f}%   steal "
+           f"{f['steal_percent']:.0f}%" if "other_cpu_percent" in f else ""),
     ]
     for message in f["first_errors"]:
         lines.append(f"    e.g. {message}")
+    if f.get("pacer_lag_p99_ms") is not None:
+        lines.append(f"  pacer       calls due every {PACER_TICK_SECONDS * 1e3:g} ms; the ticks ran "
+                     f"late by up to {_ms(f['pacer_lag_p99_ms'])} (p99), "
+                     f"{_ms(f['pacer_lag_max_ms'])} (max), not counted in the latencies")
+    if f.get("waiting_to_send_at_end"):
+        lines.append(f"  behind      {f['waiting_to_send_at_end']:,} calls were due but not "
+                     f"sent at the end of the window: the server (or this client) could not "
+                     f"keep up with --rate within {f['connections'] * f['inflight']:,} calls "
+                     f"in flight")
     table = f.get("_results_table")
     if table is not None:
         lines += ["", "Results (every vote on the server):", table.format()]
@@ -469,6 +687,16 @@ def _duration(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of calls a second, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 calls a second, got {text}")
+    return value
+
+
 def _contestants(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 12:
@@ -490,7 +718,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sockets (default: %(default)s)")
     parser.add_argument("--inflight", type=positive_int, default=64, metavar="N",
                         help="calls each connection keeps in flight; each answer sends the "
-                             "next call (default: %(default)s)")
+                             "next call (default: %(default)s). With --rate: the most each "
+                             "connection may have in flight")
+    parser.add_argument("--rate", type=_rate, default=None, metavar="CALLS/S",
+                        help="open loop: send this many calls a second in all (a burst every "
+                             "millisecond), whatever the answers do, and measure each call's "
+                             "latency from when it was due to be sent; the default is the "
+                             "closed loop, which measures the most the server can do")
     parser.add_argument("--contestants", type=_contestants, default=6, metavar="N",
                         help="contestants for Initialize, 1..12 (default: %(default)s)")
     parser.add_argument("--max-votes", type=positive_int, default=2, metavar="N",
@@ -514,7 +748,7 @@ def run_from_args(args) -> int:
         figures = run(args.servers, duration=args.duration, warmup=args.warmup,
                       connections=args.connections, inflight=args.inflight,
                       contestants=args.contestants, max_votes=args.max_votes, seed=args.seed,
-                      affinity=args.affinity, out=out)
+                      affinity=args.affinity, out=out, rate=args.rate)
     except UnavailableError as e:
         print(f"flowstate voter: the server is unreachable: {e}", file=sys.stderr)
         return 2

@@ -93,3 +93,62 @@ def test_latency_summary_nearest_rank():
     assert (s["p50_ms"], s["p99_ms"], s["p999_ms"], s["max_ms"]) == (0.101, 5.001, 250.0, 250.0)
     empty = voterbench.latency_summary(np.zeros(10, dtype=np.int64), [])
     assert empty["p50_ms"] is None and empty["max_ms"] is None
+
+
+def test_open_loop_sends_at_the_rate(server):
+    # --rate: calls go out on a schedule, not when answers come back. The
+    # count is the schedule's (a tick that runs late sends what fell due
+    # meanwhile), so it holds on a slow machine; the bounds are wide anyway.
+    f = voterbench.run(server.address, duration=2.0, warmup=0.5, connections=2, inflight=64,
+                       seed=11, progress=False, rate=400.0)
+    check_figures(f, 2, 64)
+    assert f["rate"] == 400.0 and f["latency_from"] == "due"
+    assert 0.8 * 400 * 2.0 <= f["calls"] <= 1.2 * 400 * 2.0
+    assert f["waiting_to_send_at_end"] == 0
+    assert 0 <= f["pacer_lag_p99_ms"] <= f["pacer_lag_max_ms"]
+    summary = voterbench.format_summary(f)
+    assert "offered 400 calls/s" in summary and "from when each call was due" in summary
+
+
+def test_open_loop_reports_falling_behind(server):
+    # One call in flight cannot carry a million calls a second: the calls
+    # that fell due and could not go out are reported, none is lost.
+    f = voterbench.run(server.address, duration=1.0, warmup=0.2, connections=1, inflight=1,
+                       seed=12, progress=False, rate=1_000_000.0)
+    check_figures(f, 1, 1)
+    assert f["waiting_to_send_at_end"] > 0
+    assert "could not keep up" in voterbench.format_summary(f)
+
+
+def test_pacer_schedule_and_limit():
+    # The Pacer alone, on a real event loop: what falls due goes out, at
+    # most ``limit`` at a time; answers let the waiting ones out in order.
+    import asyncio
+
+    async def scenario():
+        sent = []
+        pacer = voterbench.Pacer(2000.0, 3, lambda due: sent.append(due) or True)
+        pacer.start()
+        await asyncio.sleep(0.05)                 # ~100 calls due, 3 may be out
+        assert len(sent) == 3 and pacer.outstanding == 3
+        waiting = len(pacer.backlog)
+        assert waiting >= 50
+        first_waiting = pacer.backlog[0]
+        pacer.answered()                          # one slot frees: the oldest goes
+        assert len(sent) == 4 and sent[3] == first_waiting
+        assert sent == sorted(sent)               # due times never go backwards
+        pacer.stop()
+        assert len(pacer.backlog) == 0
+        await asyncio.sleep(0.01)
+        assert len(sent) == 4                     # nothing after stop()
+        assert pacer.lag_figures(0, len(pacer.lags))["pacer_lag_max_ms"] >= 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "nan", "inf", "fast"])
+def test_bad_rate_is_refused(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        voterbench.main(["--servers", "127.0.0.1:1", "--rate", text])
+    assert exit_info.value.code == 2
+    assert "--rate" in capsys.readouterr().err
