@@ -396,9 +396,13 @@ cdef class Syncer:
     cdef readonly int error
     cdef readonly double seconds
     cdef readonly long long count
+    cdef long long durations[32]     # as server/histogram.LatencyHistogram buckets them
 
     def __cinit__(self):
         import os
+        cdef int i
+        for i in range(32):
+            self.durations[i] = 0
         self.request_read, self.request_write = os.pipe()
         self.done_fd, self.done_write = os.pipe()
         os.set_blocking(self.done_fd, False)
@@ -416,7 +420,9 @@ cdef class Syncer:
     cdef void _serve(self) noexcept nogil:
         cdef char byte = 0
         cdef ssize_t n
-        cdef double started
+        cdef double started, took
+        cdef unsigned long long micros
+        cdef int bucket
         while True:
             n = read(self.request_read, &byte, 1)
             if n < 0 and errno == EINTR:
@@ -428,12 +434,24 @@ cdef class Syncer:
                 self.error = 0
             else:
                 self.error = errno
-            self.seconds += _now() - started
+            took = _now() - started
+            self.seconds += took
             self.count += 1
+            micros = <unsigned long long>(took * 1e6)
+            bucket = 0
+            while micros and bucket < 31:         # the bit length, at most 31
+                micros >>= 1
+                bucket += 1
+            self.durations[bucket] += 1
             while write(self.done_write, &byte, 1) < 0 and errno == EINTR:
                 pass
         close(self.request_read)
         self.request_read = -1
+
+    def histogram(self) -> list:
+        """How long each fdatasync took: counts in power-of-two microsecond
+        buckets (bucket i: [2**(i-1), 2**i) us), 32 of them."""
+        return [self.durations[i] for i in range(32)]
 
     def request(self, int fd) -> None:
         cdef char byte = 1

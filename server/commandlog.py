@@ -94,6 +94,7 @@ from flowstate.errors import InternalError
 from flowstate.native.logwriter import RecordBuffer, Syncer
 from flowstate.protocol import pack
 from flowstate.server.files import fsync_directory
+from flowstate.server.histogram import LatencyHistogram
 
 log = logging.getLogger("flowstate")
 
@@ -291,6 +292,7 @@ class CommandLog:
         self.handed = 0                    # records moved out of ``pending`` (or written directly)
         self.fsyncs = 0
         self.fsync_seconds = 0.0
+        self.fsync_latency = LatencyHistogram()   # the loop's own (sync) fdatasyncs
         self.bytes_written = 0
 
     # -- opening -------------------------------------------------------------------
@@ -503,7 +505,9 @@ class CommandLog:
                 # disk whose flushes are the limit.)
                 started = time.perf_counter()
                 os.fdatasync(self.fd)
-                self.fsync_seconds += time.perf_counter() - started
+                took = time.perf_counter() - started
+                self.fsync_seconds += took
+                self.fsync_latency.add_seconds(took)
                 self.fsyncs += 1
         except Exception as e:
             self._failed(e)
@@ -667,11 +671,18 @@ class CommandLog:
 
     def statistics(self) -> dict:
         fsyncs, seconds = self.fsyncs, self.fsync_seconds
+        latency = LatencyHistogram()
+        latency.merge(self.fsync_latency.counts)
         if self.syncer is not None:
             fsyncs += self.syncer.count
             seconds += self.syncer.seconds
+            latency.merge(self.syncer.histogram())
         return {"mode": self.mode, "records": self.appended, "fsyncs": fsyncs,
                 "fsync_ms_mean": round(seconds * 1000 / max(fsyncs, 1), 3),
+                # the group fsyncs answers wait for (sync) or that bound the
+                # window (async); not counted: rotations and direct writes
+                "fsync_latency": latency.to_wire(),
+                "fsync_p99_under_us": latency.quantile(0.99),
                 "bytes_written": self.bytes_written, "segment": self.segment,
                 "offset": self.offset, "failing": None if self.failed is None else str(self.failed)}
 

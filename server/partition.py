@@ -48,9 +48,10 @@ from flowstate.native.storage import Store
 from flowstate.protocol import pack
 from flowstate.server.application import Application, load_application, run_parameters
 from flowstate.server.commandlog import result_digest
+from flowstate.server.histogram import LatencyHistogram
 from flowstate.types import ColumnType
 
-__all__ = ["Partition", "build_store", "Bound", "LatencyHistogram", "FRAGMENT_OPS", "WRITE_OPS",
+__all__ = ["Partition", "build_store", "Bound", "FRAGMENT_OPS", "WRITE_OPS",
            "cluster_state_hash"]
 
 _INTEGER_TYPES = (ColumnType.TINYINT, ColumnType.SMALLINT, ColumnType.INTEGER, ColumnType.BIGINT)
@@ -143,24 +144,6 @@ class Bound:
                 "parameters": list(inspect.signature(self.run).parameters),
                 "class": f"{type(self.instance).__module__.split('.', 1)[-1]}."
                          f"{type(self.instance).__qualname__}"}
-
-
-class LatencyHistogram:
-    """Execution times in power-of-two microsecond buckets: bucket i holds
-    times in [2**(i-1), 2**i) µs (bucket 0: under 1 µs)."""
-
-    __slots__ = ("counts",)
-
-    def __init__(self):
-        self.counts = [0] * 32
-
-    def add(self, nanoseconds: int) -> None:
-        self.counts[min((nanoseconds // 1000).bit_length(), 31)] += 1
-
-    def to_wire(self) -> dict:
-        last = max((i for i, c in enumerate(self.counts) if c), default=-1)
-        return {"unit": "microseconds", "bucket_upper_bounds": [1 << i for i in range(last + 1)],
-                "counts": self.counts[:last + 1]}
 
 
 def log_fault(message: str) -> None:

@@ -532,6 +532,10 @@ def test_recovery_after_a_crash_torn_tail_and_damage(tmp_path):
             assert c.call("Vote", p0[-1], 6, 2).result == 0     # partition 0's last record
             assert totals(c) == {**expected, 6: 1}
             rows_before = vote_rows(c)
+            for stats in partition_stats(c):     # sync: each answer waited for a timed fsync
+                timed = sum(stats["command_log"]["fsync_latency"]["counts"])
+                assert 1 <= timed <= stats["command_log"]["fsyncs"]
+                assert stats["command_log"]["fsync_p99_under_us"] >= 1
         crash(server)
     assert rows_before == [len(p0), len(p1)]
 

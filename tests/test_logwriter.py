@@ -28,6 +28,7 @@ from hypothesis import given, settings, strategies as st
 from flowstate.native.logwriter import RecordBuffer, Syncer, crc32c as native_crc32c
 from flowstate.protocol import pack, unpack
 from flowstate.server.commandlog import CALL, CommandLog, LogReader, result_digest
+from flowstate.server.histogram import LatencyHistogram
 
 from test_commandlog import FakeConnection, assert_clean, payload
 
@@ -151,6 +152,8 @@ def test_syncer_fdatasyncs_on_its_thread_and_reports_errors(tmp_path):
         syncer.request(spare)                      # a closed descriptor
         _wait_done(syncer)
         assert syncer.error == errno.EBADF and syncer.count == 2
+        histogram = syncer.histogram()          # every fdatasync timed, failed ones too
+        assert len(histogram) == 32 and sum(histogram) == 2
     finally:
         os.close(fd)
         syncer.stop()
@@ -187,6 +190,8 @@ def test_async_log_syncs_on_ticks_and_releases_held_answers(tmp_path):
                 await asyncio.sleep(0.005)
             stats = log.statistics()
             assert stats["fsyncs"] >= 2 and stats["records"] == 300 and not log.busy
+            timed = sum(stats["fsync_latency"]["counts"])     # the Syncer's group fsyncs
+            assert 1 <= timed <= stats["fsyncs"] and stats["fsync_p99_under_us"] >= 1
             assert stats["segment"] > 1              # 300 records rotated 4 KiB segments
         finally:
             log.close()
@@ -202,3 +207,18 @@ def test_the_native_result_digest_is_result_digest(result):
     buffer = RecordBuffer()
     assert buffer.append_call(1, 2, "P", [], None, result, 0)
     assert unpack(buffer.record(0)[8:])[6] == result_digest(result)
+
+
+def test_latency_histogram_buckets_and_quantiles():
+    histogram = LatencyHistogram()
+    for seconds in [0.0000004] + [0.0003] * 97 + [0.003, 0.05]:     # 0.4 us, 300 us, 3 ms, 50 ms
+        histogram.add_seconds(seconds)
+    assert histogram.counts[0] == 1 and histogram.counts[9] == 97      # 300 us: [256, 512)
+    assert histogram.quantile(0.5) == 512 and histogram.quantile(0.98) == 512
+    assert histogram.quantile(0.99) == 4096 and histogram.quantile(1.0) == 65536
+    histogram.merge([1] + [0] * 31)
+    wire = histogram.to_wire()
+    assert wire["counts"][0] == 2 and wire["bucket_upper_bounds"][-1] == 65536
+    assert len(wire["counts"]) == len(wire["bucket_upper_bounds"]) == 17
+    assert LatencyHistogram().quantile(0.99) is None
+    assert LatencyHistogram().to_wire()["counts"] == []
