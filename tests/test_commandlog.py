@@ -813,3 +813,31 @@ def test_determinism_guard(tmp_path):
             assert {i: c.call("Value", i).result for i in drawn} == values
             assert all(c.call("Value", i).result is not None for i in stamped)
         assert server.stop() == 0
+
+
+def test_a_data_folder_keeps_its_partition_count(tmp_path):
+    # Without --partitions a server starts with as many partitions as its
+    # data folder was written with (its votes are all there); a new folder
+    # gets the machine's default; another count is refused, data untouched.
+    from flowstate.routing import default_partitions
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with ServerProcess(fresh, partitions=None) as server:
+        assert server.partitions == default_partitions()
+    written = 2 if default_partitions() != 2 else 3
+    with ServerProcess(tmp_path, partitions=written) as server:
+        with Client(server.address) as c:
+            assert c.call("Initialize", 6).result == 6
+            for i, phone in enumerate(phones(0, 5085550000, 5) + phones(1, 5085550000, 5)):
+                assert c.call("Vote", phone, 1 + i % 6, 2).result == 0
+    with ServerProcess(tmp_path, partitions=None) as server:
+        assert server.partitions == written
+        with Client(server.address) as c:
+            assert sum(totals(c).values()) == 10
+    refused = subprocess.run(
+        [sys.executable, "-m", "flowstate", "serve", "--port", "0", "--partitions",
+         str(written + 1), "--data", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert f"was written with {written} partition(s); start with --partitions {written}" \
+        in refused.stdout
