@@ -356,15 +356,7 @@ async def _redis_load(kind: str, host: str, port: int, *, connections: int, infl
 
         def on_reply_paced(due, reply, elapsed):
             if isinstance(reply, int):
-                latency = time.perf_counter() - due
-                try:
-                    hist[int(latency * 1e6)] += 1
-                except IndexError:
-                    overflow.append(latency)
-                try:
-                    outcomes[reply] += 1
-                except IndexError:
-                    outcomes[3] += 1
+                record(reply, time.perf_counter() - due)
             else:
                 counters.error(reply)
             finished_one()

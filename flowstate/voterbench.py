@@ -205,7 +205,7 @@ class Pacer:
     lateness is the client's, not the server's, and is not counted, but
     it is measured (``lags``: per tick, how late it ran) and reported.
 
-    ``send(intended)`` sends one call and returns True, or False if it
+    ``send(due)`` sends one call and returns True, or False if it
     could not (the error already counted); ``answered()`` is called once
     per answer (or failure) of a sent call.
     """
@@ -370,7 +370,7 @@ class _Load:
 
     def _start_paced(self, record_error, finished_one, stop_closed_loop) -> None:
         """Open loop: a Pacer sends the calls, round robin over the
-        clients; latency counts from each call's intended send time."""
+        clients; latency counts from when each call fell due."""
         from flowstate.errors import FlowstateError
         hist, overflow, outcomes = self.hist, self.overflow, self.outcomes
         next_call, max_votes = self.next_call, self.max_votes
@@ -379,12 +379,12 @@ class _Load:
         load = self
         now = time.perf_counter
 
-        def on_answer(intended, response, error):
+        def on_answer(due, response, error):
             if error is None:
                 try:
-                    hist[int((now() - intended) * 1e6)] += 1
+                    hist[int((now() - due) * 1e6)] += 1
                 except IndexError:
-                    overflow.append(now() - intended)
+                    overflow.append(now() - due)
                 try:
                     outcomes[response.result] += 1
                 except (IndexError, TypeError):
@@ -394,12 +394,12 @@ class _Load:
             finished_one()
             pacer.answered()
 
-        def send(intended) -> bool:
+        def send(due) -> bool:
             nonlocal turn
             turn += 1
             phone, contestant = next_call()
             try:
-                sends[turn % len(sends)](functools.partial(on_answer, intended), "Vote",
+                sends[turn % len(sends)](functools.partial(on_answer, due), "Vote",
                                          phone, contestant, max_votes)
             except FlowstateError as e:           # e.g. the connection is gone
                 record_error(e)

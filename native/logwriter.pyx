@@ -41,6 +41,8 @@ Invariants:
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -53,12 +55,19 @@ cdef extern from "crc32c_support.h":
     void fs_crc32c_init()
     uint32_t fs_crc32c(uint32_t crc, const void* data, size_t n) nogil
 
+cdef extern from *:
+    uint64_t __builtin_bswap64(uint64_t value) nogil
+
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
     long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
     unsigned long long PyLong_AsUnsignedLongLong(object value) except? -1
 
 fs_crc32c_init()
+
+import sys as _sys
+if _sys.byteorder != "little":        # _head's byte swap, and the record headers
+    raise ImportError("flowstate.native.logwriter needs a little-endian machine")
 
 __all__ = ["RecordBuffer", "Syncer", "crc32c"]
 
@@ -125,13 +134,16 @@ cdef class RecordBuffer:
         return 0
 
     cdef inline int _head(self, uint8_t marker, uint64_t value, int width) except -1:
-        """A marker byte then ``value`` big-endian in ``width`` bytes."""
-        cdef int i
-        if self.size + 1 + width > self.capacity:
-            self._reserve(1 + width)
+        """A marker byte then ``value`` big-endian in ``width`` bytes (1, 2,
+        4 or 8)."""
+        cdef uint64_t big
+        if self.size + 9 > self.capacity:
+            self._reserve(9)
         self.data[self.size] = <char>marker
-        for i in range(width):
-            self.data[self.size + width - i] = <char>(value >> (8 * i))
+        # the low ``width`` bytes, big-endian: byte-swap all 8 (this host is
+        # little-endian, as the native code assumes throughout), keep the tail
+        big = __builtin_bswap64(value)
+        memcpy(self.data + self.size + 1, (<char*>&big) + 8 - width, width)
         self.size += 1 + width
         return 0
 
@@ -201,7 +213,7 @@ cdef class RecordBuffer:
         """Encode ``value``: 1 done, 0 a type (or depth) this encoder
         leaves to msgpack-python."""
         cdef type kind = type(value)
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, i
         cdef const char* text
         cdef double d
         cdef uint64_t bits
@@ -225,10 +237,18 @@ cdef class RecordBuffer:
             return 1
         if depth >= MAX_DEPTH:
             return 0
-        if kind is list or kind is tuple:
-            self._length(len(value), 0x90, 16, 0, 0xdc, 0xdd)
-            for item in value:
-                if not self._value(item, depth + 1):
+        if kind is list:
+            n = PyList_GET_SIZE(value)
+            self._length(n, 0x90, 16, 0, 0xdc, 0xdd)
+            for i in range(n):
+                if not self._value(<object>PyList_GET_ITEM(value, i), depth + 1):
+                    return 0
+            return 1
+        if kind is tuple:
+            n = PyTuple_GET_SIZE(value)
+            self._length(n, 0x90, 16, 0, 0xdc, 0xdd)
+            for i in range(n):
+                if not self._value(<object>PyTuple_GET_ITEM(value, i), depth + 1):
                     return 0
             return 1
         if kind is bytes:
