@@ -624,9 +624,10 @@ def _median(values: list):
         (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2)
 
 
-def _ratios(rows: list[dict], redis_kinds: list[str]) -> dict:
+def _ratios(rows: list[dict], redis_kinds: list[str], per_round: bool = False) -> dict:
     """Per run key: the median over rounds of calls/s against Redis (per
-    client kind) and against Flowstate off, each taken within a round."""
+    client kind) and against Flowstate off, each taken within a round (with
+    ``per_round``: the list of the rounds' ratios instead)."""
     by_round: dict = {}
     for r in rows:
         by_round.setdefault(r.get("round", 0), []).append(r)
@@ -650,6 +651,8 @@ def _ratios(rows: list[dict], redis_kinds: list[str]) -> dict:
             base = off.get((r["partitions"], _shape_of(r)))
             if base:
                 ratios.setdefault("off", []).append(r["calls_per_s"] / base)
+    if per_round:
+        return found
     return {key: {k: _median(v) for k, v in ratios.items()} for key, ratios in found.items()}
 
 
@@ -670,6 +673,7 @@ def median_runs(rows: list[dict]) -> list[dict]:
 
 def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> None:
     ratios = _ratios(rows, redis_kinds)
+    by_round = _ratios(rows, redis_kinds, per_round=True)
     with_off = any("off" in r and len({k[3] for k in ratios}) > 1 for r in ratios.values())
     rows = median_runs(rows)
     headers = ["system", "client", "C×N", "calls/s"]
@@ -707,6 +711,14 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
     for line in table:
         print("  ".join(c.ljust(w) if i in left else c.rjust(w)
                         for i, (c, w) in enumerate(zip(line, widths))))
+    if rounds > 1 and with_off:
+        print()
+        print("of off, round by round (the spread the median is taken from):")
+        for key, found in by_round.items():
+            if "off" in found and key[3] != "off":
+                label = shape_label(*key[4:], "x")
+                print(f"  P={key[2]} {key[3]} {label}: "
+                      + ", ".join(f"{v * 100:.0f}%" for v in found["off"]))
 
 
 def main(argv=None) -> int:
