@@ -41,8 +41,7 @@ Invariants:
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -237,18 +236,11 @@ cdef class RecordBuffer:
             return 1
         if depth >= MAX_DEPTH:
             return 0
-        if kind is list:
-            n = PyList_GET_SIZE(value)
+        if kind is list or kind is tuple:
+            n = PySequence_Fast_GET_SIZE(value)
             self._length(n, 0x90, 16, 0, 0xdc, 0xdd)
             for i in range(n):
-                if not self._value(<object>PyList_GET_ITEM(value, i), depth + 1):
-                    return 0
-            return 1
-        if kind is tuple:
-            n = PyTuple_GET_SIZE(value)
-            self._length(n, 0x90, 16, 0, 0xdc, 0xdd)
-            for i in range(n):
-                if not self._value(<object>PyTuple_GET_ITEM(value, i), depth + 1):
+                if not self._value(<object>PySequence_Fast_GET_ITEM(value, i), depth + 1):
                     return 0
             return 1
         if kind is bytes:
