@@ -58,6 +58,11 @@ import time
 
 from flowstate.cli import positive_int
 
+# numpy (the histograms, after the load) needs no BLAS threads; OpenBLAS
+# would start one per core at import, and it spins: a few % of a core
+# taken from the server being measured on a small machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 __all__ = ["run_voter", "run", "add_arguments", "run_from_args", "main", "Pacer",
            "process_tree", "cpu_seconds", "latency_summary", "machine_cpu", "machine_figures"]
 
