@@ -828,6 +828,7 @@ def main(argv=None) -> int:
                                   f"--save '' and appendonly no / appendfsync "
                                   f"{'/'.join(m for m in redis_modes if m != 'no')}"))
 
+    redis_address = (redis_host, redis_port, redis_pids)       # a running server's, if any
     flowstate_runs = [] if args.no_flowstate else (
         [(None, None)] if args.flowstate else
         [(p, d) for d in args.durability for p in args.partitions])
@@ -843,62 +844,74 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     status = 0
     common = dict(warmup=args.warmup, duration=args.duration, max_votes=args.max_votes)
-    for index, (connections, inflight, rate), round_number in (
-            (i, shape, r) for i, shape in enumerate(args.shapes) for r in range(args.rounds)):
-        seed = args.seed + index
+    def redis_runs(mode, shape, seed, round_number) -> None:
+        connections, inflight, rate = shape
         label = shape_label(connections, inflight, rate, "x")
-        for mode in (redis_modes if redis_kinds else []):
-            redis_server = None
-            if not args.redis:
-                redis_server = RedisServer(binary, appendfsync=mode)
-                redis_host, redis_port, redis_pids = ("127.0.0.1", redis_server.port,
-                                                      redis_server.pids)
-            try:
-                redis_setup(redis_host, redis_port, args.contestants)
-                for kind in redis_kinds:
-                    if rate is not None and kind != "resp":
-                        print(f"redis (aof {mode}, {kind}), {label}: skipped, only the resp "
-                              f"client has an open loop", flush=True)
-                        continue
-                    print(f"redis (aof {mode}, {kind}), {label} ...", flush=True)
-                    redis_reset_votes(redis_host, redis_port)
-                    generator = PhoneCallGenerator(args.contestants, seed=seed)
-                    figures = run_redis(kind, redis_host, redis_port, connections=connections,
-                                        inflight=inflight, rate=rate, generator=generator,
-                                        server_pids=redis_pids, progress=progress, **common)
-                    on_server = redis_results_total(redis_host, redis_port)
-                    figures.update(system="redis", client=kind, partitions=None,
-                                   durability=mode, connections=connections,
-                                   inflight=inflight, rate=rate, seed=seed, round=round_number,
-                                   results_match=on_server == figures["total_accepted"])
-                    rows.append(figures)
-            finally:
-                if redis_server is not None:
-                    redis_server.stop()
-        for partitions, durability in flowstate_runs:
-            server = None
-            if partitions is None:
-                address = args.flowstate
-                pids = process_tree(args.flowstate_pid) if args.flowstate_pid else []
-            else:
-                server = FlowstateServer(partitions, durability)
-                address, pids = server.address, server.pids
-            print(f"flowstate ({server.partitions if server else '?'} partition(s), "
-                  f"durability {durability or '?'}), {label} ...", flush=True)
-            try:
-                figures = run_flowstate(address, connections=connections, inflight=inflight,
-                                        rate=rate,
-                                        contestants=args.contestants, seed=seed,
-                                        server_pids=pids, progress=progress, **common)
-            finally:
-                if server is not None:
-                    server.stop()
-            figures.pop("_results_table", None)
-            figures.update(client="flowstate-aio", durability=durability, round=round_number,
-                           total_accepted=
-                           figures["total"]["outcomes"]["accepted"],
-                           total_failed=figures["total"]["failed"])
-            rows.append(figures)
+        redis_server = None
+        redis_host, redis_port, redis_pids = redis_address
+        if not args.redis:
+            redis_server = RedisServer(binary, appendfsync=mode)
+            redis_host, redis_port, redis_pids = ("127.0.0.1", redis_server.port,
+                                                  redis_server.pids)
+        try:
+            redis_setup(redis_host, redis_port, args.contestants)
+            for kind in redis_kinds:
+                if rate is not None and kind != "resp":
+                    print(f"redis (aof {mode}, {kind}), {label}: skipped, only the resp "
+                          f"client has an open loop", flush=True)
+                    continue
+                print(f"redis (aof {mode}, {kind}), {label} ...", flush=True)
+                redis_reset_votes(redis_host, redis_port)
+                generator = PhoneCallGenerator(args.contestants, seed=seed)
+                figures = run_redis(kind, redis_host, redis_port, connections=connections,
+                                    inflight=inflight, rate=rate, generator=generator,
+                                    server_pids=redis_pids, progress=progress, **common)
+                on_server = redis_results_total(redis_host, redis_port)
+                figures.update(system="redis", client=kind, partitions=None,
+                               durability=mode, connections=connections,
+                               inflight=inflight, rate=rate, seed=seed, round=round_number,
+                               results_match=on_server == figures["total_accepted"])
+                rows.append(figures)
+        finally:
+            if redis_server is not None:
+                redis_server.stop()
+
+    def flowstate_run(partitions, durability, shape, seed, round_number) -> None:
+        connections, inflight, rate = shape
+        server = None
+        if partitions is None:
+            address = args.flowstate
+            pids = process_tree(args.flowstate_pid) if args.flowstate_pid else []
+        else:
+            server = FlowstateServer(partitions, durability)
+            address, pids = server.address, server.pids
+        print(f"flowstate ({server.partitions if server else '?'} partition(s), "
+              f"durability {durability or '?'}), {shape_label(*shape, 'x')} ...", flush=True)
+        try:
+            figures = run_flowstate(address, connections=connections, inflight=inflight,
+                                    rate=rate, contestants=args.contestants, seed=seed,
+                                    server_pids=pids, progress=progress, **common)
+        finally:
+            if server is not None:
+                server.stop()
+        figures.pop("_results_table", None)
+        figures.update(client="flowstate-aio", durability=durability, round=round_number,
+                       total_accepted=figures["total"]["outcomes"]["accepted"],
+                       total_failed=figures["total"]["failed"])
+        rows.append(figures)
+
+    # Round by round, every shape in each round, and in each round the
+    # systems in another order (rotated): the machine's drift within a
+    # round then favours no system in particular.
+    for round_number in range(args.rounds):
+        for index, shape in enumerate(args.shapes):
+            seed = args.seed + index
+            runs = ([functools.partial(redis_runs, mode) for mode in
+                     (redis_modes if redis_kinds else [])]
+                    + [functools.partial(flowstate_run, p, d) for p, d in flowstate_runs])
+            turn = round_number % max(1, len(runs))
+            for run in runs[turn:] + runs[:turn]:
+                run(shape, seed, round_number)
 
     print()
     print_table(rows, redis_kinds, args.rounds)
