@@ -272,6 +272,7 @@ class Partition:
         False if it did not give the logged result or change the state as
         it did then (a determinism fault)."""
         _, txn_id, timestamp_us, name, params, key, digest = record[:7]
+        logged_changes = record[7] if len(record) > 7 else None     # format 1: none
         bound = self.lookup(name)
         proc = bound.instance
         proc.txn_id, proc.timestamp_us, proc._random = txn_id, timestamp_us, None
@@ -283,26 +284,18 @@ class Partition:
             result = bound.run(*params)
         except Exception as e:
             store.rollback()
-            self.determinism_faults += 1
-            log_fault(f"replaying {name} (transaction {txn_id}) raised {type(e).__name__}: {e}; "
-                      f"it committed when it first ran")
-            if len(record) > 7:
-                store.change_digest = record[7]     # one fault, not one per later record
-            return False
+            return self._fault(f"replaying {name} (transaction {txn_id}) raised "
+                               f"{type(e).__name__}: {e}; it committed when it first ran",
+                               logged_changes)
         store.commit()
         self.calls += 1
         bound.calls += 1
         if key is not None:
             self.remember(key, (0, result, None))
         if digest is not None and result_digest(result) != digest:
-            self.determinism_faults += 1
-            log_fault(f"replaying {name} (transaction {txn_id}) gave a different result "
-                      f"({result!r:.80}) than when it first ran")
-            if len(record) > 7:
-                store.change_digest = record[7]
-            return False
-        return self._check_changes(record[7] if len(record) > 7 else None,
-                                   f"replaying {name} (transaction {txn_id})")
+            return self._fault(f"replaying {name} (transaction {txn_id}) gave a different "
+                               f"result ({result!r:.80}) than when it first ran", logged_changes)
+        return self._check_changes(logged_changes, f"replaying {name} (transaction {txn_id})")
 
     def replay_writes(self, txn_id: int, timestamp_us: int, writes,
                       change_digest: int | None = None) -> bool:
@@ -320,15 +313,21 @@ class Partition:
                                    f"replaying multi-partition transaction {txn_id}")
 
     def _check_changes(self, logged: int | None, what: str) -> bool:
-        """Compare the store's running change digest with the logged one.
-        On a mismatch the digest is reset to the logged value, so that
-        one fault is reported once, not again at every later record."""
+        """Compare the store's running change digest with the logged one."""
         if logged is None or self.store.change_digest == logged:
             return True
+        return self._fault(f"{what} changed the rows differently than when it first ran "
+                           f"(change digest {self.store.change_digest:016x}, logged "
+                           f"{logged:016x})", logged)
+
+    def _fault(self, message: str, logged_changes: int | None) -> bool:
+        """Count and log a determinism fault; False. The change digest is
+        reset to the logged one, so that one fault is reported once, not
+        again at every later record."""
         self.determinism_faults += 1
-        log_fault(f"{what} changed the rows differently than when it first ran (change "
-                  f"digest {self.store.change_digest:016x}, logged {logged:016x})")
-        self.store.change_digest = logged
+        log_fault(message)
+        if logged_changes is not None:
+            self.store.change_digest = logged_changes
         return False
 
     # -- idempotency ------------------------------------------------------
