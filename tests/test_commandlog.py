@@ -32,8 +32,8 @@ from flowstate.client import AsyncClient, Client
 from flowstate.errors import UnavailableError
 from flowstate.protocol import pack, unpack
 from flowstate.routing import Topology
-from flowstate.server.commandlog import (CALL, HEADER_BYTES, CommandLog, LogCorruptError,
-                                         LogReader, segment_paths)
+from flowstate.server.commandlog import (CALL, HEADER_BYTES, ZERO_CHUNK, CommandLog,
+                                         LogCorruptError, LogReader, segment_paths)
 from flowstate.server.recovery import log_directory
 
 from server_harness import ServerProcess, owned_by, pid_alive
@@ -279,6 +279,18 @@ def test_write_now_after_a_failed_rotation(tmp_path, monkeypatch):
     assert failures >= 2
     assert [b for _, _, b in read_all(tmp_path, owner=-1)[1]] == payloads
     assert_clean(tmp_path, owner=-1)
+
+
+@pytest.mark.parametrize("size", [4096, ZERO_CHUNK * 2 + 4096 + 13])
+def test_a_built_segment_is_its_header_then_zeros(tmp_path, size):
+    """Built piece by piece (ZERO_CHUNK at a time, each written back), a
+    new segment is exactly its header and zeros, whatever its size."""
+    log = CommandLog(tmp_path, 3, "sync", segment_bytes=4096)
+    path = log._build_segment(7, size)
+    data = path.read_bytes()
+    assert len(data) == size and path.suffix == ".new"
+    assert data[:HEADER_BYTES] == header(3, 7)
+    assert data.count(0, HEADER_BYTES) == size - HEADER_BYTES
 
 
 def test_header_checks(tmp_path):

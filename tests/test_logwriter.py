@@ -7,6 +7,7 @@ libraries it stands in for, and the async mode that uses its fsync thread.
   behind for values it leaves to Python.
 * The buffer's ranges (fitting, span, pwrite, discard) on a real file.
 * Syncer: a real fdatasync on its thread, and its errno when it fails.
+* write_back (sync_file_range) on a real file, and its errno.
 * CommandLog in async mode: records reach the disk on the ticks, an answer
   held for them is released once they are synced, and the log reads back.
 """
@@ -25,7 +26,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowstate.native.logwriter import RecordBuffer, Syncer, crc32c as native_crc32c
+from flowstate.native.logwriter import RecordBuffer, Syncer, crc32c as native_crc32c, write_back
 from flowstate.protocol import pack, unpack
 from flowstate.server.commandlog import CALL, CommandLog, LogReader, result_digest
 from flowstate.server.histogram import LatencyHistogram
@@ -159,6 +160,22 @@ def test_syncer_fdatasyncs_on_its_thread_and_reports_errors(tmp_path):
         syncer.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_write_back_writes_a_range_and_reports_errors(tmp_path):
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"x" * 10000, 0)
+        write_back(fd, 0, 10000)
+        write_back(fd, 4096, 0)                 # 0: to the end of the file
+        with pytest.raises(OSError) as info:
+            write_back(fd, -1, 10)
+        assert info.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as info:
+        write_back(fd, 0, 10)                   # closed
+    assert info.value.errno == errno.EBADF
 
 
 def test_async_log_syncs_on_ticks_and_releases_held_answers(tmp_path):
