@@ -1,10 +1,14 @@
 """What every benchmark prints about the machine it ran on: the CPU model,
 the git revision and the load average at the start (other work on a
-shared machine skews the figures, so the reader should see it)."""
+shared machine skews the figures, so the reader should see it), and a
+probe of how fast the CPU runs at the moment (``cpu_probe``): on a shared
+VM, neighbours that the guest cannot see (no load, no steal reported)
+still slow it down."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,3 +44,18 @@ def load_average() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def cpu_probe(repeats: int = 3) -> float:
+    """Milliseconds a fixed pure-Python workload takes, the best of
+    ``repeats`` (about 10 ms each on a 2020s server core). Compare probes
+    within one run: a round whose probe is 1.4 times the run's best ran on
+    a machine about that much slower."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i * i & 0xFF
+        best = min(best, time.perf_counter() - started)
+    return best * 1000

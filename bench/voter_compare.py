@@ -39,7 +39,10 @@ its children; Redis: redis-server) and for this process (the client);
 "other" is the machine's busy time (/proc/stat) that neither is charged
 for (kernel threads, interrupts, other work), "steal" the hypervisor's.
 Client and servers share the machine: on a small VM the client's CPU caps
-the figures, so read the CPU columns next to the rates.
+the figures, so read the CPU columns next to the rates. "CPU speed" times
+a fixed pure-Python workload around each run (bench/machine.py,
+cpu_probe) against its fastest in the whole run: a shared VM's
+neighbours slow it down without showing up as load or steal.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from flowstate.voterbench import (Pacer, cpu_seconds, latency_summary, machine_c
                                   machine_figures, process_tree)
 from flowstate.voterbench import run as run_flowstate
 from flowstate.cli import positive_int
-from machine import cpu_model, git_revision, load_average
+from machine import cpu_model, cpu_probe, git_revision, load_average
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -675,11 +678,17 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
     ratios = _ratios(rows, redis_kinds)
     by_round = _ratios(rows, redis_kinds, per_round=True)
     with_off = any("off" in r and len({k[3] for k in ratios}) > 1 for r in ratios.values())
+    probes = [r["cpu_probe_ms"] for r in rows if r.get("cpu_probe_ms")]
+    fastest = min(probes, default=None)
+    speeds_by_round: dict = {}
+    for r in rows:
+        if r.get("cpu_probe_ms"):
+            speeds_by_round.setdefault(r.get("round", 0), []).append(fastest / r["cpu_probe_ms"])
     rows = median_runs(rows)
     headers = ["system", "client", "C×N", "calls/s"]
     headers += ["range"] if rounds > 1 else []
     headers += ["p50 ms", "p99 ms", "p99.9 ms", "server CPU %", "calls/server CPU-s",
-                "client CPU %", "other CPU %", "steal %", "failed"]
+                "client CPU %", "other CPU %", "steal %", "CPU speed %", "failed"]
     headers += ["of off"] if with_off else []
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
@@ -696,7 +705,9 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
                  (f"{r['calls_per_s'] * 100 / r['server_cpu_percent']:,.0f}"
                   if r["server_cpu_percent"] else "-"),
                  _fmt_pct(r["client_cpu_percent"]), _fmt_pct(r.get("other_cpu_percent")),
-                 _fmt_pct(r.get("steal_percent")), f"{r['failed']:,}"]
+                 _fmt_pct(r.get("steal_percent")),
+                 _fmt_pct(fastest * 100 / r["cpu_probe_ms"] if r.get("cpu_probe_ms") else None),
+                 f"{r['failed']:,}"]
         mine = ratios.get(_key(r), {})
         if with_off:
             line.append(f"{mine['off'] * 100:.0f}%" if "off" in mine else "")
@@ -719,6 +730,10 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
                 label = shape_label(*key[4:], "x")
                 print(f"  P={key[2]} {key[3]} {label}: "
                       + ", ".join(f"{v * 100:.0f}%" for v in found["off"]))
+    if rounds > 1 and speeds_by_round:
+        print("CPU speed, round by round (the probe around each run, the run's fastest = "
+              "100%): " + ", ".join(f"{sum(v) * 100 / len(v):.0f}%"
+                                    for _, v in sorted(speeds_by_round.items())))
 
 
 def main(argv=None) -> int:
@@ -863,9 +878,11 @@ def main(argv=None) -> int:
                 print(f"redis (aof {mode}, {kind}), {label} ...", flush=True)
                 redis_reset_votes(redis_host, redis_port)
                 generator = PhoneCallGenerator(args.contestants, seed=seed)
+                probe_before = cpu_probe()
                 figures = run_redis(kind, redis_host, redis_port, connections=connections,
                                     inflight=inflight, rate=rate, generator=generator,
                                     server_pids=redis_pids, progress=progress, **common)
+                figures.update(cpu_probe_ms=(probe_before + cpu_probe()) / 2)
                 on_server = redis_results_total(redis_host, redis_port)
                 figures.update(system="redis", client=kind, partitions=None,
                                durability=mode, connections=connections,
@@ -887,6 +904,7 @@ def main(argv=None) -> int:
             address, pids = server.address, server.pids
         print(f"flowstate ({server.partitions if server else '?'} partition(s), "
               f"durability {durability or '?'}), {shape_label(*shape, 'x')} ...", flush=True)
+        probe_before = cpu_probe()
         try:
             figures = run_flowstate(address, connections=connections, inflight=inflight,
                                     rate=rate, contestants=args.contestants, seed=seed,
@@ -895,6 +913,7 @@ def main(argv=None) -> int:
             if server is not None:
                 server.stop()
         figures.pop("_results_table", None)
+        figures.update(cpu_probe_ms=(probe_before + cpu_probe()) / 2)
         figures.update(client="flowstate-aio", durability=durability, round=round_number,
                        total_accepted=figures["total"]["outcomes"]["accepted"],
                        total_failed=figures["total"]["failed"])
@@ -922,7 +941,10 @@ def main(argv=None) -> int:
           "this process); calls/server CPU-s: calls/s / server cores busy; vs KIND: "
           "Flowstate calls/s / Redis calls/s with that client, same shape, matching "
           "durability (off~no, async~everysec, sync~always); of off: calls/s / Flowstate "
-          "off's, same partitions and shape."
+          "off's, same partitions and shape; CPU speed: how fast a fixed pure-Python "
+          "workload ran just before and after the run, against its fastest in this whole "
+          "run (bench/machine.py, cpu_probe): below 100, neighbours on a shared host were "
+          "slowing the machine down then."
           + (f" {args.rounds} rounds: each row is the run with the median calls/s (range: "
              f"lowest-highest), ratios the median of the rounds' ratios." if args.rounds > 1
              else ""))
