@@ -3,10 +3,12 @@
 ``write_snapshot(store, path, meta)`` writes every table and view of the
 store to ``path + ".tmp"``, fsyncs it, renames it to ``path`` and fsyncs
 the directory, so ``path`` is either absent, the previous snapshot or the
-complete new one. It needs only the Store: no threads, only os.write and
-os.fsync, so it is safe in a fork()ed child (the partition forks and the
-child writes while the parent goes on; copy-on-write keeps the child's
-view of the store frozen at the fork):
+complete new one. It writes the file out to the device as it goes
+(server/files.py, ``write_out``), so that its final fsync does not hold
+the disk for long. It needs only the Store: no threads, only system
+calls (write, sync_file_range, fsync), so it is safe in a fork()ed child
+(the partition forks and the child writes while the parent goes on;
+copy-on-write keeps the child's view of the store frozen at the fork):
 
     pid = os.fork()
     if pid == 0:
@@ -109,7 +111,7 @@ import crc32c
 import msgpack
 
 from flowstate.errors import InternalError, SchemaError, UniqueViolationError
-from flowstate.server.files import fsync_directory
+from flowstate.server.files import WRITE_OUT_BYTES, fsync_directory, write_out
 from flowstate.types import ColumnType
 
 __all__ = ["write_snapshot", "read_snapshot_meta", "verify_snapshot", "load_snapshot",
@@ -233,13 +235,15 @@ class _Writer:
     """Records to a file descriptor, keeping the offset, the record count
     and the CRC32C of everything written (the whole-file checksum)."""
 
-    __slots__ = ("fd", "offset", "records", "file_crc")
+    __slots__ = ("fd", "offset", "records", "file_crc", "written_out", "writing_out")
 
     def __init__(self, fd: int):
         self.fd = fd
         self.offset = 0
         self.records = 0
         self.file_crc = 0
+        self.written_out = 0          # bytes before this are on the device (not fsynced)
+        self.writing_out = True
 
     def record(self, kind: int, payload) -> None:
         n = len(payload)
@@ -260,6 +264,13 @@ class _Writer:
         self.file_crc = crc
         self.offset += total
         _write_all(self.fd, buffers, total)
+        # Out to the device as it goes (server/files.py): the fsync at the
+        # end would otherwise flush the whole file at once, and the
+        # partitions' command log fsyncs would wait behind it.
+        if self.writing_out and self.offset - self.written_out >= WRITE_OUT_BYTES:
+            self.writing_out = write_out(self.fd, self.written_out,
+                                         self.offset - self.written_out)
+            self.written_out = self.offset
 
 
 def _write_all(fd: int, buffers: list, total: int) -> None:

@@ -32,8 +32,9 @@ from flowstate.client import AsyncClient, Client
 from flowstate.errors import UnavailableError
 from flowstate.protocol import pack, unpack
 from flowstate.routing import Topology
-from flowstate.server.commandlog import (CALL, HEADER_BYTES, ZERO_CHUNK, CommandLog,
-                                         LogCorruptError, LogReader, segment_paths)
+from flowstate.server.commandlog import (CALL, HEADER_BYTES, CommandLog, LogCorruptError,
+                                         LogReader, segment_paths)
+from flowstate.server.files import WRITE_OUT_BYTES
 from flowstate.server.recovery import log_directory
 
 from server_harness import ServerProcess, owned_by, pid_alive
@@ -281,9 +282,9 @@ def test_write_now_after_a_failed_rotation(tmp_path, monkeypatch):
     assert_clean(tmp_path, owner=-1)
 
 
-@pytest.mark.parametrize("size", [4096, ZERO_CHUNK * 2 + 4096 + 13])
+@pytest.mark.parametrize("size", [4096, WRITE_OUT_BYTES * 2 + 4096 + 13])
 def test_a_built_segment_is_its_header_then_zeros(tmp_path, size):
-    """Built piece by piece (ZERO_CHUNK at a time, each written back), a
+    """Built piece by piece (WRITE_OUT_BYTES at a time, each written out), a
     new segment is exactly its header and zeros, whatever its size."""
     log = CommandLog(tmp_path, 3, "sync", segment_bytes=4096)
     path = log._build_segment(7, size)

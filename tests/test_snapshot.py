@@ -357,6 +357,32 @@ def test_voter_partition_round_trip(tmp_path):
     assert_same_store(p.store, q.store)
 
 
+def test_a_snapshot_is_written_out_as_it_goes(tmp_path, monkeypatch):
+    """The file goes to the device in pieces while it is written, so the
+    final fsync does not flush it all at once (server/files.py)."""
+    ranges = []
+    real_write_out = snap.write_out
+
+    def recording(fd, offset, length):
+        ranges.append((offset, length))
+        return real_write_out(fd, offset, length)
+
+    monkeypatch.setattr(snap, "write_out", recording)
+    p = Partition()
+    p.call("Initialize", 6)
+    for i in range(40_000):
+        p.call("Vote", 2_125_550_000 + i, i % 6 + 1, 2)
+    path = tmp_path / "voter.snap"
+    written = write_snapshot(p.store, path, {"partition": 0})
+    assert len(ranges) >= 2 and ranges[0][0] == 0
+    for (offset, length), (following, _) in zip(ranges, ranges[1:]):
+        assert following == offset + length                  # contiguous, in order
+    assert all(length >= snap.WRITE_OUT_BYTES for _, length in ranges)
+    end = ranges[-1][0] + ranges[-1][1]
+    assert written["bytes"] - snap.WRITE_OUT_BYTES - (1 << 20) < end <= written["bytes"]
+    load_snapshot(path, Partition(p.app).store)               # and it reads back
+
+
 def test_write_in_forked_child(tmp_path):
     store = people(500)
     path = str(tmp_path / "forked.snap")
