@@ -339,9 +339,9 @@ class CommandLog:
         ``write_out``), not by one fsync at the end: flushing a 64 MiB
         segment at once kept the disk busy for about 30 ms, and every
         command log fsync of those moments (this log's and the other
-        processes') queued behind it -- 28 ms at worst against 1.6 ms in
-        256 KiB pieces, measured with a probe fsyncing 3 KB writes
-        meanwhile."""
+        processes') queued behind it -- 26-28 ms at worst against 1-4 ms
+        in 256 KiB pieces, measured with a probe fsyncing 3 KB writes
+        meanwhile (bench/RESULTS.md)."""
         temporary = (self.directory / _segment_name(number)).with_suffix(".new")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
