@@ -23,11 +23,12 @@ saturated server is throughput. Here:
     record's end, so the log can split a group at a segment boundary, and
     writes ranges of records with pwrite without making Python objects.
 
-``write_back(fd, offset, length)``
+``write_back(fd, offset, length)``, ``write_zeros(fd, start, end, piece)``
     sync_file_range: write a range's dirty pages to the device and wait,
-    without the GIL. The log uses it to write a new segment's zeros out in
-    small pieces (server/commandlog.py, _build_segment), so that the
-    command log's own fsyncs never queue behind one 64 MiB flush.
+    without the GIL; and zero-filling a file that way, piece by piece, all
+    in C (a new command log segment, server/commandlog.py). Large files
+    are written out as they are written so that the command log's own
+    fsyncs never queue behind one flush of tens of MB (server/files.py).
 
 ``Syncer``
     One thread that, on request, fdatasyncs a file descriptor and reports
@@ -48,9 +49,9 @@ Invariants:
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EINTR, EINVAL, ENOSYS, EOPNOTSUPP, ESPIPE, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 from libcpp.vector cimport vector
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -80,8 +81,9 @@ import sys as _sys
 if _sys.byteorder != "little":        # _head's byte swap, and the record headers
     raise ImportError("flowstate.native.logwriter needs a little-endian machine")
 
-__all__ = ["RecordBuffer", "Syncer", "crc32c", "write_back"]
+__all__ = ["RecordBuffer", "Syncer", "crc32c", "write_back", "write_zeros"]
 
+DEF EIO_FALLBACK = 5        # EIO, for a write that makes no progress
 DEF MAX_DEPTH = 64          # deeper values go the Python way (and its limits)
 DEF CALL_KIND = 1
 
@@ -99,6 +101,52 @@ def write_back(int fd, int64_t offset, int64_t length) -> None:
     if result != 0:
         import os
         raise OSError(errno, os.strerror(errno))
+
+
+def write_zeros(int fd, int64_t start, int64_t end, int64_t piece) -> None:
+    """Write zeros over bytes ``start`` to ``end`` of ``fd``, ``piece``
+    bytes at a time, each piece written out to the device (as
+    ``write_back``) before the next one, all without the GIL: a thread
+    filling a segment this way never contends for the GIL with the loop,
+    as one making a system call per piece in Python would. Where the file
+    system does not do sync_file_range, the pieces are only written (the
+    caller's fsync then writes them out). Not durable: fsync after.
+    OSError on failure."""
+    if piece <= 0 or start < 0 or end < start:
+        raise ValueError("write_zeros needs 0 <= start <= end and a positive piece")
+    cdef char* zeros = <char*>calloc(<size_t>piece, 1)
+    if zeros == NULL:
+        raise MemoryError()
+    cdef int64_t offset = start
+    cdef int64_t length
+    cdef ssize_t written
+    cdef int failed = 0
+    cdef bint writing_out = True
+    with nogil:
+        while offset < end:
+            length = piece if end - offset > piece else end - offset
+            written = pwrite(fd, zeros, <size_t>length, offset)
+            if written < 0:
+                if errno == EINTR:
+                    continue
+                failed = errno
+                break
+            if written == 0:
+                failed = EIO_FALLBACK
+                break
+            if writing_out and sync_file_range(fd, offset, written, SYNC_FILE_RANGE_WAIT_BEFORE
+                                               | SYNC_FILE_RANGE_WRITE
+                                               | SYNC_FILE_RANGE_WAIT_AFTER) != 0:
+                if errno in (EINVAL, ENOSYS, EOPNOTSUPP, ESPIPE):
+                    writing_out = False
+                else:
+                    failed = errno
+                    break
+            offset += written
+    free(zeros)
+    if failed:
+        import os
+        raise OSError(failed, os.strerror(failed))
 
 
 def crc32c(data, uint32_t value=0) -> int:

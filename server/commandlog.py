@@ -91,9 +91,9 @@ from pathlib import Path
 import crc32c
 
 from flowstate.errors import InternalError
-from flowstate.native.logwriter import RecordBuffer, Syncer
+from flowstate.native.logwriter import RecordBuffer, Syncer, write_zeros
 from flowstate.protocol import pack
-from flowstate.server.files import WRITE_OUT_BYTES, fsync_directory, write_out
+from flowstate.server.files import WRITE_OUT_BYTES, fsync_directory
 from flowstate.server.histogram import LatencyHistogram
 
 log = logging.getLogger("flowstate")
@@ -335,24 +335,18 @@ class CommandLog:
         unwritten extents each one would also commit the file system's
         journal (measured: a third slower, and more at p99).
 
-        The zeros are written out piece by piece (server/files.py,
-        ``write_out``), not by one fsync at the end: flushing a 64 MiB
-        segment at once kept the disk busy for about 30 ms, and every
-        command log fsync of those moments (this log's and the other
-        processes') queued behind it -- 26-28 ms at worst against 1-4 ms
-        in 256 KiB pieces, measured with a probe fsyncing 3 KB writes
-        meanwhile (bench/RESULTS.md)."""
+        The zeros are written out piece by piece as they are written
+        (``write_zeros``, in C without the GIL), not by one fsync at the
+        end: flushing a 64 MiB segment at once kept the disk busy for
+        about 30 ms, and every command log fsync of those moments (this
+        log's and the other processes') queued behind it -- 26-28 ms at
+        worst against 1-4 ms in 256 KiB pieces, measured with a probe
+        fsyncing 3 KB writes meanwhile (bench/RESULTS.md)."""
         temporary = (self.directory / _segment_name(number)).with_suffix(".new")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(fd, 0, size)
-            zeros = bytes(WRITE_OUT_BYTES)
-            writing_out = True
-            for offset in range(0, size, WRITE_OUT_BYTES):
-                length = min(WRITE_OUT_BYTES, size - offset)
-                os.pwrite(fd, zeros[:length] if length < WRITE_OUT_BYTES else zeros, offset)
-                if writing_out:
-                    writing_out = write_out(fd, offset, length)
+            write_zeros(fd, 0, size, WRITE_OUT_BYTES)
             os.pwrite(fd, _header(self.owner, number), 0)
             os.fsync(fd)
         except BaseException:

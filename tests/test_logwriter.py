@@ -7,7 +7,7 @@ libraries it stands in for, and the async mode that uses its fsync thread.
   behind for values it leaves to Python.
 * The buffer's ranges (fitting, span, pwrite, discard) on a real file.
 * Syncer: a real fdatasync on its thread, and its errno when it fails.
-* write_back (sync_file_range) on a real file, and its errno.
+* write_back (sync_file_range) and write_zeros on a real file, and their errors.
 * CommandLog in async mode: records reach the disk on the ticks, an answer
   held for them is released once they are synced, and the log reads back.
 """
@@ -26,7 +26,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowstate.native.logwriter import RecordBuffer, Syncer, crc32c as native_crc32c, write_back
+from flowstate.native.logwriter import (RecordBuffer, Syncer, crc32c as native_crc32c, write_back,
+                                        write_zeros)
 from flowstate.protocol import pack, unpack
 from flowstate.server.commandlog import CALL, CommandLog, LogReader, result_digest
 from flowstate.server.histogram import LatencyHistogram
@@ -175,6 +176,26 @@ def test_write_back_writes_a_range_and_reports_errors(tmp_path):
         os.close(fd)
     with pytest.raises(OSError) as info:
         write_back(fd, 0, 10)                   # closed
+    assert info.value.errno == errno.EBADF
+
+
+def test_write_zeros_zeroes_a_range_in_pieces(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"\xff" * 50_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        write_zeros(fd, 100, 40_123, 4096)      # pieces, the last one short
+        write_zeros(fd, 7, 7, 4096)             # nothing
+        with pytest.raises(ValueError):
+            write_zeros(fd, 10, 5, 4096)
+        with pytest.raises(ValueError):
+            write_zeros(fd, 0, 10, 0)
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data == b"\xff" * 100 + bytes(40_023) + b"\xff" * (50_000 - 40_123)
+    with pytest.raises(OSError) as info:
+        write_zeros(fd, 0, 10, 4096)            # closed
     assert info.value.errno == errno.EBADF
 
 
