@@ -42,7 +42,9 @@ Client and servers share the machine: on a small VM the client's CPU caps
 the figures, so read the CPU columns next to the rates. "CPU speed" times
 a fixed pure-Python workload around each run (bench/machine.py,
 cpu_probe) against its fastest in the whole run: a shared VM's
-neighbours slow it down without showing up as load or steal.
+neighbours slow it down without showing up as load or steal. "fsync ms"
+is the mean of a Flowstate server's group-commit fsyncs over the run
+(from @Statistics): the shared disk is the other thing that swings.
 """
 
 from __future__ import annotations
@@ -121,6 +123,22 @@ class FlowstateServer:
                 self.process.wait()
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def group_fsync_figures(address: str) -> dict:
+    """The group commits' fsyncs of a server started for one run (so its
+    warm-up and measured window), from @Statistics: their mean duration
+    and records per fsync over every partition; {} without a log."""
+    from flowstate.client import Client
+    with Client(address) as client:
+        partitions = client.call("@Statistics").result["partitions"]
+    logs = [p["command_log"] for p in partitions
+            if p.get("command_log") and p["command_log"].get("fsyncs")]
+    fsyncs = sum(log["fsyncs"] for log in logs)
+    if not fsyncs:
+        return {}
+    return {"fsync_ms_mean": sum(log["fsync_ms_mean"] * log["fsyncs"] for log in logs) / fsyncs,
+            "records_per_fsync": sum(log["records"] for log in logs) / fsyncs}
 
 
 #: Where servers started here keep their data: the same disk for both.
@@ -688,7 +706,8 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
     headers = ["system", "client", "C×N", "calls/s"]
     headers += ["range"] if rounds > 1 else []
     headers += ["p50 ms", "p99 ms", "p99.9 ms", "server CPU %", "calls/server CPU-s",
-                "client CPU %", "other CPU %", "steal %", "CPU speed %", "failed"]
+                "client CPU %", "other CPU %", "steal %", "CPU speed %", "fsync ms",
+                "failed"]
     headers += ["of off"] if with_off else []
     headers += [f"vs {k}" for k in redis_kinds]
     table = []
@@ -707,6 +726,7 @@ def print_table(rows: list[dict], redis_kinds: list[str], rounds: int = 1) -> No
                  _fmt_pct(r["client_cpu_percent"]), _fmt_pct(r.get("other_cpu_percent")),
                  _fmt_pct(r.get("steal_percent")),
                  _fmt_pct(fastest * 100 / r["cpu_probe_ms"] if r.get("cpu_probe_ms") else None),
+                 f"{r['fsync_ms_mean']:.2f}" if r.get("fsync_ms_mean") else "-",
                  f"{r['failed']:,}"]
         mine = ratios.get(_key(r), {})
         if with_off:
@@ -909,6 +929,8 @@ def main(argv=None) -> int:
             figures = run_flowstate(address, connections=connections, inflight=inflight,
                                     rate=rate, contestants=args.contestants, seed=seed,
                                     server_pids=pids, progress=progress, **common)
+            if server is not None:
+                figures.update(group_fsync_figures(address))
         finally:
             if server is not None:
                 server.stop()
@@ -944,7 +966,8 @@ def main(argv=None) -> int:
           "off's, same partitions and shape; CPU speed: how fast a fixed pure-Python "
           "workload ran just before and after the run, against its fastest in this whole "
           "run (bench/machine.py, cpu_probe): below 100, neighbours on a shared host were "
-          "slowing the machine down then."
+          "slowing the machine down then; fsync ms: the mean of the server's group-commit "
+          "fsyncs over the run (@Statistics), which a shared disk's neighbours slow too."
           + (f" {args.rounds} rounds: each row is the run with the median calls/s (range: "
              f"lowest-highest), ratios the median of the rounds' ratios." if args.rounds > 1
              else ""))
