@@ -48,7 +48,7 @@ def load_average() -> str:
 
 def cpu_probe(repeats: int = 3) -> float:
     """Milliseconds a fixed pure-Python workload takes, the best of
-    ``repeats`` (about 10 ms each on a 2020s server core). Compare probes
+    ``repeats`` (about 15 ms each on the 2-core VM of bench/RESULTS.md). Compare probes
     within one run: a round whose probe is 1.4 times the run's best ran on
     a machine about that much slower."""
     best = float("inf")
