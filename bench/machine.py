@@ -48,9 +48,9 @@ def load_average() -> str:
 
 def cpu_probe(repeats: int = 3) -> float:
     """Milliseconds a fixed pure-Python workload takes, the best of
-    ``repeats`` (about 15 ms each on the 2-core VM of bench/RESULTS.md). Compare probes
-    within one run: a round whose probe is 1.4 times the run's best ran on
-    a machine about that much slower."""
+    ``repeats`` (about 15 ms each on the 2-core VM of bench/RESULTS.md).
+    Compare probes within one run: a round whose probe is 1.4 times the
+    run's best ran on a machine about that much slower."""
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
